@@ -1,0 +1,124 @@
+"""run_api: the HTTPS door for frontends. Routes and HTTP mapping only; the work is in the layer."""
+
+from functools import cache
+from typing import Annotated, Any
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from hilos_runner import http
+from hilos_runner.errors import HilosRunnerError, NotFoundError
+from hilos_runner.executions import ExecutionRecord, RunPage, RunSource, RunStatus
+from hilos_runner.models import FlowRunRequest
+from hilos_runner.observability import logger, metrics, tracer
+from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunCommand, RunResult
+from hilos_runner.settings import get_settings
+from hilos_runner.wiring import execution_store, idempotency_config, start_run
+
+API_TITLE = "hilos-runner"
+API_VERSION = "1.0.0"
+
+app = APIGatewayHttpResolver(enable_validation=True)
+app.enable_swagger(path="/swagger", title=API_TITLE, version=API_VERSION)
+
+
+def _json(status: int, body: str, headers: dict[str, str] | None = None):
+    return Response(status_code=status, content_type=http.JSON_CONTENT_TYPE, body=body, headers=headers)
+
+
+def _errors(*statuses: int) -> dict[int, Any]:
+    content = {http.JSON_CONTENT_TYPE: {"model": http.ErrorBody}}
+    return {status: {"description": "Error", "content": content} for status in statuses}
+
+
+@app.post(
+    "/flows/<flow_id>/runs",
+    summary="Start a flow for a list of contacts",
+    responses={201: {"description": "Started", "content": {http.JSON_CONTENT_TYPE: {"model": RunResult}}}}
+    | _errors(409, 413, 422, 502, 503, 504),
+)
+def create_run(
+    flow_id: UUID,
+    run: FlowRunRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key."),
+    ] = None,
+):
+    command = RunCommand(flow_id=flow_id, request=run, source=RunSource.API, idempotency_key=idempotency_key)
+    result = start_run(command)
+    if result.run.status is RunStatus.UNKNOWN:
+        body = http.error_body("hilos_outcome_unknown", result.run.last_error or "", run_id=str(result.run.run_id))
+        return _json(504, body)
+    return _json(201, result.model_dump_json(), {"Location": f"/runs/{result.run.run_id}"})
+
+
+@app.get("/runs/<run_id>", summary="Look up one run", responses={200: {"description": "The run record",
+         "content": {http.JSON_CONTENT_TYPE: {"model": ExecutionRecord}}}} | _errors(404, 422))
+def get_run(run_id: UUID):
+    record = execution_store().get(run_id)
+    if record is None:
+        raise NotFoundError(f"no run {run_id}")
+    return _json(200, record.model_dump_json())
+
+
+@app.get("/flows/<flow_id>/runs", summary="List a flow's runs, newest first", responses={200: {
+         "description": "One page", "content": {http.JSON_CONTENT_TYPE: {"model": RunPage}}}} | _errors(422))
+def list_runs(
+    flow_id: UUID,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+):
+    return _json(200, execution_store().list_for_flow(flow_id, limit=limit, cursor=cursor).model_dump_json())
+
+
+@cache
+def _openapi_document() -> str:
+    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document():
+    return _json(200, _openapi_document())
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError):
+    details = http.validation_details(error.errors())
+    return _json(422, http.error_body("validation_error", "the request is not valid", details))
+
+
+@app.exception_handler(HilosRunnerError)
+def _domain_error(error: HilosRunnerError):
+    status = http.status_for(error)
+    log = logger.error if status >= 500 and status not in (503, 504) else logger.info
+    log("request failed", extra={"code": error.code, "status": status, "reason": error.message})
+    body = http.error_body(error.code, http.public_message(error), error.details, run_id=error.run_id)
+    return _json(status, body, http.headers_for(error))
+
+
+@app.not_found
+def _route_not_found(_: Exception):
+    return _json(404, http.error_body("route_not_found", "no such route"))
+
+
+@app.exception_handler(Exception)
+def _unexpected(_: Exception):
+    logger.exception("unexpected error")
+    return _json(500, http.error_body("internal_error", "unexpected error; it has been logged"))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency_config().register_lambda_context(context)
+    if len(event.get("body") or "") > get_settings().max_body_bytes:
+        return http.api_gateway_error(
+            413, "body_too_large", f"the body exceeds {get_settings().max_body_bytes} bytes", [{"field": "body",
+            "reason": "too large"}])
+    return app.resolve(event, context)

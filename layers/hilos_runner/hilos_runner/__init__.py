@@ -1,0 +1,1 @@
+"""Shared code of hilos-runner: models, settings, the Hilos client, token and execution store."""

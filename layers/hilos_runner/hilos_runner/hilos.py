@@ -1,0 +1,175 @@
+"""HilosClient: one ``requests.Session`` per process, explicit timeouts, and error mapping.
+
+A POST to Hilos is not idempotent, so the rule for retrying is "only when it surely never
+arrived": urllib3 retries connection failures (nothing was sent) inside the call; everything
+else is mapped to a domain error and the caller decides. A read timeout or a reset after sending
+is an *unknown outcome*: the flow may have started, and it is never resent blindly.
+"""
+
+import email.utils
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from hilos_runner.errors import (
+    FlowNotFoundError,
+    HilosAuthError,
+    HilosOutcomeUnknownError,
+    HilosRejectedError,
+    HilosUnavailableError,
+)
+from hilos_runner.models import FlowExecution, FlowRunRequest
+from hilos_runner.settings import Settings
+
+# Hilos' gateway timing out means our request reached it and may have been processed.
+_OUTCOME_UNKNOWN_STATUSES = {504}
+_MAX_UPSTREAM_MESSAGE = 500
+
+TokenGetter = Callable[..., str]  # get(force_refresh: bool = False) -> token
+
+
+def build_session(connect_retries: int, pool_size: int = 10) -> requests.Session:
+    """A pooled session whose adapter retries only what cannot have reached Hilos."""
+    retry = Retry(
+        total=None,
+        connect=connect_retries,  # connection never opened: safe for POST
+        read=0,  # sent but no answer: the run may exist; never retried here
+        status=0,  # statuses are mapped by the client, not retried blindly
+        other=0,
+        redirect=0,
+        backoff_factor=0.1,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class HilosClient:
+    def __init__(self, settings: Settings, get_token: TokenGetter, session: requests.Session) -> None:
+        self._settings = settings
+        self._get_token = get_token
+        self._session = session
+        self._timeout = (settings.hilos_connect_timeout_seconds, settings.hilos_read_timeout_seconds)
+
+    def create_flow_execution(self, flow_id: UUID, request: FlowRunRequest) -> FlowExecution:
+        """Start ``flow_id`` for the request's contacts; returns Hilos' FlowExecutionEdit."""
+        response = self._post(self._settings.run_url(flow_id), request.hilos_body())
+        return _parse_execution(response)
+
+    def _post(self, url: str, body: bytes) -> requests.Response:
+        # A 401/403 means Hilos did not act on the request: refresh the token once and resend.
+        for force_refresh in (False, True):
+            headers = {
+                "Authorization": f"Token {self._get_token(force_refresh=force_refresh)}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+            response = self._send(url, body, headers)
+            if response.status_code not in (401, 403):
+                return _checked(response)
+        raise HilosAuthError(
+            f"Hilos refused the API token (HTTP {response.status_code}) after a fresh read of the secret; "
+            "check the Hilos token secret",
+            status=response.status_code,
+        )
+
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        try:
+            return self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+        except requests.ConnectTimeout:
+            raise HilosUnavailableError("Hilos could not be reached (connect timeout)") from None
+        except requests.ReadTimeout:
+            raise HilosOutcomeUnknownError(
+                f"Hilos did not answer within {self._timeout[1]:g} s; the run may have started"
+            ) from None
+        except requests.ConnectionError as exc:
+            if _never_sent(exc):
+                raise HilosUnavailableError("Hilos could not be reached (connection failed)") from None
+            raise HilosOutcomeUnknownError(
+                "the connection to Hilos broke after the request was sent; the run may have started"
+            ) from None
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    """True when the connection was never established, so Hilos cannot have seen the request."""
+    reason = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else None
+    return isinstance(reason, NewConnectionError | NameResolutionError | ConnectTimeoutError)
+
+
+def _checked(response: requests.Response) -> requests.Response:
+    status = response.status_code
+    if status < 300:
+        return response
+    if status == 404:
+        raise FlowNotFoundError("Hilos found no such flow (HTTP 404)", status=404)
+    if status == 429 or (status >= 500 and status not in _OUTCOME_UNKNOWN_STATUSES):
+        raise HilosUnavailableError(
+            f"Hilos is unavailable (HTTP {status}); the run was not started",
+            status=status,
+            retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+        )
+    if status in _OUTCOME_UNKNOWN_STATUSES:
+        raise HilosOutcomeUnknownError(f"Hilos' gateway timed out (HTTP {status}); the run may have started")
+    message, details = _upstream_problem(response)
+    raise HilosRejectedError(f"Hilos rejected the run (HTTP {status}): {message}", status=status, details=details)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _upstream_problem(response: requests.Response) -> tuple[str, list[dict[str, Any]]]:
+    """Hilos' plain-JSON error body as a message plus field details (DRF shapes)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text.strip()[:_MAX_UPSTREAM_MESSAGE] or response.reason or "no message"), []
+    details: list[dict[str, Any]] = []
+    _flatten_problem(body, (), details)
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        message = body["detail"]
+    elif details:
+        message = "; ".join(f"{d['field']}: {d['reason']}" if d["field"] else d["reason"] for d in details[:5])
+    else:
+        message = str(body)
+    return message[:_MAX_UPSTREAM_MESSAGE], details[:50]
+
+
+def _flatten_problem(node: Any, path: tuple[str, ...], out: list[dict[str, Any]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _flatten_problem(value, (*path, str(key)) if key not in ("detail", "non_field_errors") else path, out)
+    elif isinstance(node, list) and node and all(isinstance(item, str) for item in node):
+        out.extend({"field": ".".join(path), "reason": item[:_MAX_UPSTREAM_MESSAGE]} for item in node)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _flatten_problem(item, (*path, str(index)), out)
+    elif node not in (None, "", {}):
+        out.append({"field": ".".join(path), "reason": str(node)[:_MAX_UPSTREAM_MESSAGE]})
+
+
+def _parse_execution(response: requests.Response) -> FlowExecution:
+    # The run has started whatever the body says: an unreadable body must not turn it into a failure.
+    try:
+        return FlowExecution.model_validate_json(response.content)
+    except ValueError:
+        return FlowExecution()

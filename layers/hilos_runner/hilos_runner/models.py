@@ -1,0 +1,167 @@
+"""Pydantic models for the Hilos run request and response.
+
+``Contact`` and ``FlowRunRequest`` mirror Hilos' ``PatchedContactEdit`` and
+``FlowExecutionCreateRequest`` constraint by constraint (the Hilos OpenAPI the project carries is in
+schemas/hilos/; tests check our bodies against it). Input is strict: unknown fields and read-only fields are
+an error naming the field, never silently dropped, because a typo like ``phone_number`` would
+otherwise start a flow for nobody.
+
+Fields Hilos marks optional but not nullable may be omitted, not sent as null. What the caller sent
+is what Hilos gets: the body is dumped with ``exclude_unset`` so an explicit ``null`` (clear this
+field) and an absent field (leave it) stay different, as Hilos' PATCH-style contact semantics need.
+"""
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic.networks import validate_email
+
+# One synchronous Hilos call carries at most this many contacts; larger lists go through bulk runs.
+MAX_CONTACTS_PER_RUN = 1000
+# A contact's `meta` beyond this many bytes of JSON is refused: it is stored by Hilos per contact.
+MAX_META_BYTES = 16_384
+
+_any_url: TypeAdapter[AnyUrl] = TypeAdapter(AnyUrl)
+
+
+def _checked_email(value: str) -> str:
+    validate_email(value)  # syntax only, no DNS; raises PydanticCustomError naming the problem
+    return value  # keep the caller's spelling: Hilos gets exactly what was sent
+
+
+def _checked_uri(value: str) -> str:
+    _any_url.validate_python(value)
+    return value
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_checked_email)]
+Uri = Annotated[str, Field(max_length=200), AfterValidator(_checked_uri)]
+
+_strict_input = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class ContactTag(BaseModel):
+    """A tag given by name; Hilos assigns the id (read-only there)."""
+
+    model_config = _strict_input
+
+    name: str = Field(max_length=100, min_length=1)
+
+
+# Fields Hilos documents as optional but not nullable: they may be left out, not sent as null.
+_NOT_NULLABLE = (
+    "phone",
+    "meta",
+    "is_deleted",
+    "id",
+    "source",
+    "tags",
+    "default_assignees",
+    "overwrite_tags",
+    "overwrite_default_assignees",
+    "overwrite_meta",
+)
+
+
+class Contact(BaseModel):
+    """A contact to run the flow for (Hilos ``PatchedContactEdit`` minus read-only fields)."""
+
+    model_config = _strict_input
+
+    phone: str | None = Field(default=None, max_length=30, examples=["+5215512345678"])
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: Email | None = None
+    meta: dict[str, JsonValue] | None = None
+    external_url: Uri | None = None
+    is_deleted: StrictBool | None = None
+    id: UUID | None = None
+    source: str | None = "website"
+    tags: list[ContactTag] | None = None
+    external_id: str | None = None
+    native_id: str | None = None
+    default_assignees: list[StrictInt] | None = None
+    contact_import: UUID | None = None
+    default_channel: StrictInt | None = None
+    wa_id: str | None = None
+    overwrite_tags: StrictBool | None = False
+    overwrite_default_assignees: StrictBool | None = False
+    overwrite_meta: StrictBool | None = False
+
+    @field_validator(*_NOT_NULLABLE, mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for values the caller sent; defaults are not validated.
+        if value is None:
+            raise ValueError("may be omitted but must not be null")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_size(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
+        if value is not None and len(_json_of(value)) > MAX_META_BYTES:
+            raise ValueError(f"must be at most {MAX_META_BYTES} bytes of JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Contact":
+        if (self.phone is None or not self.phone.strip()) and self.id is None:
+            raise ValueError("a contact needs a phone (or the id of an existing Hilos contact)")
+        return self
+
+
+_json_value_adapter: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _json_of(value: Any) -> bytes:
+    return _json_value_adapter.dump_json(value)
+
+
+class FlowRunRequest(BaseModel):
+    """Body of ``POST /flows/{flow_id}/runs``, forwarded to Hilos' "Create a Flow Execution"."""
+
+    model_config = _strict_input
+
+    execute_for: Literal["LIST"] = "LIST"
+    has_priority: StrictBool = Field(
+        default=False, description="True closes any other running flows or conversations of the contacts."
+    )
+    contact_list: list[Contact] = Field(min_length=1, max_length=MAX_CONTACTS_PER_RUN)
+    flow_execution_variables: dict[str, JsonValue] | None = Field(
+        default=None, description="Variables available to the flow in this execution."
+    )
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Hilos requires execute_for; count both top-level defaults as "sent" so that the
+        # exclude_unset dump below always carries them, while contacts keep exact unset-ness.
+        self.__pydantic_fields_set__.update(("execute_for", "has_priority"))
+
+    def hilos_body(self) -> bytes:
+        """The JSON body Hilos receives: what the caller sent, nothing added, nothing dropped."""
+        return self.model_dump_json(exclude_unset=True).encode()
+
+
+class FlowExecution(BaseModel):
+    """Hilos' ``FlowExecutionEdit`` answer, parsed leniently: unknown upstream fields are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: UUID | None = None
+    status: str | None = None
+    execute_for: str | None = None
+    has_priority: bool | None = None
+    num_contacts: int | None = None
+    created_on: str | None = None

@@ -1,0 +1,104 @@
+"""Starting one run: record it, call Hilos, record the outcome. Shared by the API and the worker.
+
+The record is written *before* Hilos is called (status SENDING), so a run that started upstream can
+never be without a record, even if the process dies between the call and the final write: a record
+stuck in SENDING reads as "outcome unknown".
+
+``start`` returns for the two outcomes that must never be resent (SUBMITTED, UNKNOWN) and raises for
+the others after recording them. With an idempotency key, Powertools stores the returned result, so a
+repeated key gets the first answer (even an UNKNOWN one) instead of a second Hilos call; an error
+removes the idempotency record, so a retry with the same key may try again.
+"""
+
+from typing import Any
+from uuid import UUID
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, Field
+
+from hilos_runner.errors import HilosRejectedError, HilosRunnerError
+from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
+from hilos_runner.hilos import HilosClient
+from hilos_runner.models import FlowExecution, FlowRunRequest
+from hilos_runner.observability import logger, metrics
+
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
+
+class RunCommand(BaseModel):
+    """Everything needed to start one run; the idempotency payload (key + [flow_id, request])."""
+
+    flow_id: UUID
+    request: FlowRunRequest
+    source: RunSource
+    idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+    run_id: UUID | None = None  # set when a record already exists (a queued bulk chunk)
+    parent_id: UUID | None = None
+    chunk_index: int | None = None
+    attempt: int = 1
+
+
+class RunResult(BaseModel):
+    run: ExecutionRecord
+    hilos: FlowExecution | None = Field(default=None, description="Hilos' answer (FlowExecutionEdit).")
+
+
+def status_after(error: Exception) -> RunStatus:
+    """The record status for a run that ended with ``error``."""
+    if isinstance(error, HilosRunnerError) and error.outcome_unknown:
+        return RunStatus.UNKNOWN
+    if isinstance(error, HilosRejectedError):
+        return RunStatus.REJECTED
+    return RunStatus.FAILED
+
+
+class RunService:
+    def __init__(self, hilos: HilosClient, store: ExecutionStore) -> None:
+        self._hilos = hilos
+        self._store = store
+
+    def start(self, command: RunCommand) -> RunResult:
+        record = ExecutionRecord(
+            flow_id=command.flow_id,
+            source=command.source,
+            status=RunStatus.SENDING,
+            num_contacts=len(command.request.contact_list),
+            idempotency_key=command.idempotency_key,
+            parent_id=command.parent_id,
+            chunk_index=command.chunk_index,
+            attempts=command.attempt,
+            **({"run_id": command.run_id} if command.run_id else {}),
+        )
+        self._store.put(record)  # fails before anything is sent: the caller may simply retry
+        try:
+            execution = self._hilos.create_flow_execution(command.flow_id, command.request)
+        except HilosRunnerError as error:
+            status = status_after(error)
+            self._finish(record, status=status, last_error=error.message)
+            metrics.add_metric(name=f"Runs{status.title()}", unit=MetricUnit.Count, value=1)
+            if status is RunStatus.UNKNOWN:
+                return RunResult(run=record)
+            error.run_id = str(record.run_id)
+            raise
+        self._finish(
+            record,
+            status=RunStatus.SUBMITTED,
+            hilos_execution_id=execution.id,
+            hilos_status=execution.status,
+            last_error=None,
+        )
+        metrics.add_metric(name="RunsSubmitted", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="ContactsSubmitted", unit=MetricUnit.Count, value=record.num_contacts)
+        return RunResult(run=record, hilos=execution)
+
+    def _finish(self, record: ExecutionRecord, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.updated_at = utc_now()
+        try:
+            self._store.put(record)
+        except HilosRunnerError:
+            # The Hilos call is done and must not be repeated because bookkeeping failed; the
+            # record stays SENDING (= unknown) and the failure is visible in logs and metrics.
+            logger.exception("execution record update failed", extra={"run_id": str(record.run_id)})
+            metrics.add_metric(name="RecordUpdateFailures", unit=MetricUnit.Count, value=1)

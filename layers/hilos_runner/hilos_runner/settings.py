@@ -1,0 +1,71 @@
+"""Environment read once into a validated, immutable settings object.
+
+Every knob of the service is an environment variable named like the field in upper case
+(``hilos_api_url`` -> ``HILOS_API_URL``). A bad value fails the cold start loudly with the
+variable named, instead of failing the first request in a confusing way.
+"""
+
+import os
+from collections.abc import Mapping
+from functools import cache
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+
+from hilos_runner.errors import ConfigurationError
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    # Hilos upstream
+    hilos_api_url: str = "https://api.hilos.io/api"
+    hilos_run_path: str = "/flow/{flow_id}/run"
+    hilos_connect_timeout_seconds: float = Field(default=3.05, gt=0, le=30)
+    # Stays below API Gateway's 30 s integration limit so a slow Hilos becomes our 504, not theirs.
+    hilos_read_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    # Connection failures (nothing was sent) are retried this many times inside one call.
+    hilos_connect_retries: int = Field(default=2, ge=0, le=5)
+
+    # Hilos token in Secrets Manager (name or ARN); the value is the bare token or {"token": "..."}
+    hilos_token_secret_id: str = ""
+    hilos_token_max_age_seconds: int = Field(default=300, ge=0, le=86_400)
+
+    # DynamoDB
+    executions_table_name: str = ""
+    idempotency_table_name: str = ""
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    record_ttl_days: int = Field(default=90, ge=1, le=3650)
+
+    # API limits
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_000_000)
+
+    @field_validator("hilos_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        HttpUrl(value)  # raises a ValidationError naming the variable when it is not a URL
+        return value.rstrip("/")
+
+    @field_validator("hilos_run_path")
+    @classmethod
+    def _run_path_has_flow_id(cls, value: str) -> str:
+        if "{flow_id}" not in value or not value.startswith("/"):
+            raise ValueError("must start with '/' and contain '{flow_id}'")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"invalid settings: {problems}") from None
+
+    def run_url(self, flow_id: object) -> str:
+        return self.hilos_api_url + self.hilos_run_path.format(flow_id=flow_id)
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env(os.environ)

@@ -1,0 +1,159 @@
+"""Cached factories: every client, session and service is built once per process, on first use.
+
+Nothing here runs at import time, so tests can start their mocks before any client exists, and a
+warm Lambda invocation constructs nothing. ``reset()`` drops the cache (tests, local stack reloads).
+"""
+
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from hilos_runner.errors import (
+    DependencyUnavailableError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+)
+from hilos_runner.settings import get_settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    from hilos_runner.credentials import HilosTokenSource
+    from hilos_runner.executions import ExecutionStore
+    from hilos_runner.hilos import HilosClient
+    from hilos_runner.runs import RunCommand, RunResult, RunService
+
+
+@cache
+def boto3_session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
+def _boto_config() -> Any:
+    from botocore.config import Config
+
+    # Standard retry mode backs off on throttling; short timeouts keep a stuck dependency from
+    # eating the whole Lambda budget.
+    return Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=2, read_timeout=5)
+
+
+@cache
+def dynamodb_client() -> Any:
+    return boto3_session().client("dynamodb", config=_boto_config())
+
+
+@cache
+def secrets_client() -> Any:
+    return boto3_session().client("secretsmanager", config=_boto_config())
+
+
+@cache
+def token_source() -> "HilosTokenSource":
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    from hilos_runner.credentials import HilosTokenSource
+
+    settings = get_settings()
+    provider = SecretsProvider(boto3_client=secrets_client())
+    return HilosTokenSource(provider, settings.hilos_token_secret_id, settings.hilos_token_max_age_seconds)
+
+
+@cache
+def hilos_client() -> "HilosClient":
+    from hilos_runner.hilos import HilosClient, build_session
+
+    settings = get_settings()
+    return HilosClient(settings, token_source().get, build_session(settings.hilos_connect_retries))
+
+
+@cache
+def execution_store() -> "ExecutionStore":
+    from hilos_runner.executions import ExecutionStore
+
+    settings = get_settings()
+    return ExecutionStore(dynamodb_client(), settings.executions_table_name, settings.record_ttl_days)
+
+
+@cache
+def run_service() -> "RunService":
+    from hilos_runner.runs import RunService
+
+    return RunService(hilos_client(), execution_store())
+
+
+@cache
+def idempotency_config() -> "IdempotencyConfig":
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    return IdempotencyConfig(
+        event_key_jmespath="idempotency_key",
+        # The same key with another flow or body is a caller bug, not a repeat: refuse it.
+        payload_validation_jmespath="[flow_id, request]",
+        expires_after_seconds=get_settings().idempotency_ttl_seconds,
+    )
+
+
+@cache
+def _idempotent_start() -> "Callable[..., RunResult]":
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+
+    from hilos_runner.runs import RunResult
+
+    persistence = DynamoDBPersistenceLayer(
+        table_name=get_settings().idempotency_table_name, boto3_client=dynamodb_client()
+    )
+
+    def start(command: "RunCommand") -> RunResult:
+        return run_service().start(command)
+
+    return idempotent_function(  # type: ignore[no-any-return]
+        start,
+        data_keyword_argument="command",
+        persistence_store=persistence,
+        config=idempotency_config(),
+        output_serializer=PydanticSerializer(RunResult),
+        key_prefix="run",
+    )
+
+
+def start_run(command: "RunCommand") -> "RunResult":
+    """Start a run; with an idempotency key, at most once per key (Powertools idempotency)."""
+    if command.idempotency_key is None:
+        return run_service().start(command)
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
+    try:
+        return _idempotent_start()(command=command)
+    except IdempotencyValidationError:
+        raise IdempotencyKeyReusedError(
+            "this idempotency key was already used with a different flow or body",
+            details=[{"field": "header.Idempotency-Key", "reason": "already used with another request"}],
+        ) from None
+    except IdempotencyAlreadyInProgressError:
+        raise IdempotencyInProgressError("a request with this idempotency key is still in progress") from None
+    except IdempotencyPersistenceLayerError as exc:
+        raise DependencyUnavailableError("the idempotency store is unavailable") from exc
+
+
+def reset() -> None:
+    """Forget every cached client and setting (tests and the local stack's reload)."""
+    for factory in (
+        get_settings,
+        boto3_session,
+        dynamodb_client,
+        secrets_client,
+        token_source,
+        hilos_client,
+        execution_store,
+        run_service,
+        idempotency_config,
+        _idempotent_start,
+    ):
+        factory.cache_clear()
