@@ -57,8 +57,12 @@ def create_run(
     return _json(201, result.model_dump_json(), {"Location": f"/runs/{result.run.run_id}"})
 
 
-@app.get("/runs/<run_id>", summary="Look up one run", responses={200: {"description": "The run record",
-         "content": {http.JSON_CONTENT_TYPE: {"model": ExecutionRecord}}}} | _errors(404, 422))
+@app.get(
+    "/runs/<run_id>",
+    summary="Look up one run",
+    responses={200: {"description": "The run record", "content": {http.JSON_CONTENT_TYPE: {"model": ExecutionRecord}}}}
+    | _errors(404, 422),
+)
 def get_run(run_id: UUID):
     record = execution_store().get(run_id)
     if record is None:
@@ -66,8 +70,12 @@ def get_run(run_id: UUID):
     return _json(200, record.model_dump_json())
 
 
-@app.get("/flows/<flow_id>/runs", summary="List a flow's runs, newest first", responses={200: {
-         "description": "One page", "content": {http.JSON_CONTENT_TYPE: {"model": RunPage}}}} | _errors(422))
+@app.get(
+    "/flows/<flow_id>/runs",
+    summary="List a flow's runs, newest first",
+    responses={200: {"description": "One page", "content": {http.JSON_CONTENT_TYPE: {"model": RunPage}}}}
+    | _errors(422),
+)
 def list_runs(
     flow_id: UUID,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -119,6 +127,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     idempotency_config().register_lambda_context(context)
     if len(event.get("body") or "") > get_settings().max_body_bytes:
         return http.api_gateway_error(
-            413, "body_too_large", f"the body exceeds {get_settings().max_body_bytes} bytes", [{"field": "body",
-            "reason": "too large"}])
+            413,
+            "body_too_large",
+            f"the body exceeds {get_settings().max_body_bytes} bytes",
+            [{"field": "body", "reason": "too large"}],
+        )
     return app.resolve(event, context)

@@ -65,9 +65,7 @@ class HilosError(HilosRunnerError):
 
     code = "hilos_error"
 
-    def __init__(
-        self, message: str, *, status: int | None = None, details: list[dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, details=details)
         self.status = status
 

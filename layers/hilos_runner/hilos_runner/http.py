@@ -47,9 +47,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.HilosRunnerError], int], ...] = (
 DEFAULT_RETRY_AFTER_SECONDS = 5
 
 
-def error_body(
-    code: str, message: str, details: Sequence[dict[str, Any]] = (), *, run_id: str | None = None
-) -> str:
+def error_body(code: str, message: str, details: Sequence[dict[str, Any]] = (), *, run_id: str | None = None) -> str:
     body = ErrorBody(code=code, message=message, details=[ErrorDetail(**d) for d in details], run_id=run_id)
     return body.model_dump_json(exclude_none=True)
 
@@ -96,4 +94,3 @@ def api_gateway_error(status: int, code: str, message: str, details: Sequence[di
         "body": error_body(code, message, details),
         "isBase64Encoded": False,
     }
-

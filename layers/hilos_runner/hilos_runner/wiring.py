@@ -109,7 +109,7 @@ def _idempotent_start() -> "Callable[..., RunResult]":
     def start(command: "RunCommand") -> RunResult:
         return run_service().start(command)
 
-    return idempotent_function(  # type: ignore[no-any-return]
+    return idempotent_function(
         start,
         data_keyword_argument="command",
         persistence_store=persistence,
@@ -134,7 +134,7 @@ def start_run(command: "RunCommand") -> "RunResult":
     except IdempotencyValidationError:
         raise IdempotencyKeyReusedError(
             "this idempotency key was already used with a different flow or body",
-            details=[{"field": "header.Idempotency-Key", "reason": "already used with another request"}],
+            details=[{"field": "header.idempotency-key", "reason": "already used with another request"}],
         ) from None
     except IdempotencyAlreadyInProgressError:
         raise IdempotencyInProgressError("a request with this idempotency key is still in progress") from None

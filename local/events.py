@@ -1,0 +1,135 @@
+"""Lambda events and context as AWS builds them: API Gateway HTTP API (payload 2.0) and SQS.
+
+One module serves the local stack (which turns real HTTP requests and real SQS messages into these
+events) and the tests (which build them directly), so both exercise the same shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+
+
+def http_api_event(
+    method: str,
+    path: str,
+    *,
+    body: str | bytes | dict[str, Any] | list[Any] | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    jwt_claims: dict[str, Any] | None = None,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """The event API Gateway (HTTP API, payload format 2.0) sends to a Lambda proxy integration."""
+    header_map = {name.lower(): value for name, value in (headers or {}).items()}
+    is_base64 = False
+    if isinstance(body, dict | list):
+        body = json.dumps(body)
+        header_map.setdefault("content-type", "application/json")
+    elif isinstance(body, bytes):
+        raw = body
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            body, is_base64 = base64.b64encode(raw).decode(), True
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": urlencode(query or {}),
+        "headers": header_map,
+        "requestContext": {
+            "accountId": ACCOUNT_ID,
+            "apiId": "local",
+            "domainName": header_map.get("host", "localhost"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method.upper(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": header_map.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": is_base64,
+    }
+    if query:
+        event["queryStringParameters"] = dict(query)
+    if body is not None:
+        event["body"] = body
+    if jwt_claims is not None:
+        event["requestContext"]["authorizer"] = {"jwt": {"claims": jwt_claims, "scopes": None}}
+    return event
+
+
+def sqs_record(
+    body: str | dict[str, Any],
+    *,
+    queue_arn: str = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:runs",
+    message_id: str | None = None,
+    receipt_handle: str | None = None,
+    receive_count: int = 1,
+    sent_timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """One record of an SQS event as the event source mapping delivers it."""
+    text = body if isinstance(body, str) else json.dumps(body)
+    sent = sent_timestamp_ms or int(time.time() * 1000)
+    return {
+        "messageId": message_id or str(uuid.uuid4()),
+        "receiptHandle": receipt_handle or f"local-{uuid.uuid4()}",
+        "body": text,
+        "attributes": {
+            "ApproximateReceiveCount": str(receive_count),
+            "SentTimestamp": str(sent),
+            "SenderId": ACCOUNT_ID,
+            "ApproximateFirstReceiveTimestamp": str(sent),
+        },
+        "messageAttributes": {},
+        "md5OfBody": hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+def sqs_event(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"Records": records}
+
+
+@dataclass
+class LocalLambdaContext:
+    """What Lambda passes as ``context``: names, request id, and a deadline that really runs out."""
+
+    function_name: str = "local-function"
+    timeout_seconds: float = 30.0
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))

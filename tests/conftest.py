@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated fake AWS account, the stack's resources from template.yaml, a fake
+Hilos, and a guard that fails any test whose logs contain the Hilos token."""
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Before anything creates a boto3 client: fake credentials, a fixed region, no real endpoint.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "hilos-runner-test",
+        "POWERTOOLS_METRICS_NAMESPACE": "HilosRunnerTest",
+        "POWERTOOLS_LOG_LEVEL": "DEBUG",
+    }
+)
+for _variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "HILOS_API_URL"):
+    os.environ.pop(_variable, None)
+
+from tests.helpers import TEST_TOKEN  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def logs_never_show_the_token() -> Iterator[io.StringIO]:
+    """Capture every log line written during the test; fail the test if the token is in any."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    watched = [logging.getLogger(), logging.getLogger(os.environ["POWERTOOLS_SERVICE_NAME"])]
+    for logger in watched:
+        logger.addHandler(handler)
+    yield buffer
+    for logger in watched:
+        logger.removeHandler(handler)
+    assert TEST_TOKEN not in buffer.getvalue(), "the Hilos token appeared in a log line"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator["StackResources"]:  # noqa: F821
+    """moto's in-process AWS with the stack's tables, queues and secret created from template.yaml,
+    and the function environment template.yaml gives the functions."""
+    import boto3
+    from moto import mock_aws
+
+    from hilos_runner import wiring
+    from local.stack_resources import create_stack_resources
+
+    with mock_aws():
+        stack = create_stack_resources(boto3.Session(), hilos_token=TEST_TOKEN)
+        for name, value in stack.function_environment("RunApiFunction").items():
+            monkeypatch.setenv(name, value)
+        wiring.reset()
+        yield stack
+        wiring.reset()
+
+
+@pytest.fixture
+def hilos() -> Iterator["responses.RequestsMock"]:  # noqa: F821
+    """A fake Hilos for the `requests` session (no network)."""
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
