@@ -47,6 +47,9 @@ def build_session(connect_retries: int, pool_size: int = 10) -> requests.Session
         raise_on_status=False,
     )
     session = requests.Session()
+    # No proxy/.netrc lookups from the environment on every request (~0.5 ms each): Lambda has none,
+    # and the Authorization header is ours alone to set.
+    session.trust_env = False
     adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

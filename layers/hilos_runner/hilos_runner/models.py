@@ -11,9 +11,11 @@ is what Hilos gets: the body is dumped with ``exclude_unset`` so an explicit ``n
 field) and an absent field (leave it) stay different, as Hilos' PATCH-style contact semantics need.
 """
 
+import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import (
     AfterValidator,
     AnyUrl,
@@ -37,8 +39,29 @@ MAX_META_BYTES = 16_384
 _any_url: TypeAdapter[AnyUrl] = TypeAdapter(AnyUrl)
 
 
+# Plain ASCII addresses (nearly all of them) are checked with one regex; anything else goes through
+# email-validator, which costs ~0.2 ms an address (IDNA tables) — 200 ms on a 1,000-contact run. The
+# regex is stricter than email-validator (dot-atom local part, LDH labels without "--", alphabetic
+# TLD), so it only ever accepts what email-validator accepts; tests hold the two side by side.
+_PLAIN_EMAIL = re.compile(
+    r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)+[A-Za-z]{2,63}"
+)
+_SPECIAL_USE_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _is_plain_email(value: str) -> bool:
+    if len(value) > 254 or not _PLAIN_EMAIL.fullmatch(value):
+        return False
+    labels = value.rsplit("@", 1)[1].lower().split(".")
+    # Special-use names (RFC 6761: "test", "localhost", ...) are refused by email-validator: leave
+    # any address whose domain ends in one to it.
+    return not any(".".join(labels[i:]) in _SPECIAL_USE_DOMAINS for i in range(len(labels)))
+
+
 def _checked_email(value: str) -> str:
-    validate_email(value)  # syntax only, no DNS; raises PydanticCustomError naming the problem
+    if not _is_plain_email(value):
+        validate_email(value)  # syntax only, no DNS; raises PydanticCustomError naming the problem
     return value  # keep the caller's spelling: Hilos gets exactly what was sent
 
 
@@ -148,6 +171,11 @@ class FlowRunRequest(BaseModel):
         # Hilos requires execute_for; count both top-level defaults as "sent" so that the
         # exclude_unset dump below always carries them, while contacts keep exact unset-ness.
         self.__pydantic_fields_set__.update(("execute_for", "has_priority"))
+
+    def __repr__(self) -> str:
+        # Counts, not contacts: a repr ends up in debug logs (Powertools logs route arguments), and
+        # phone numbers do not belong there; building the full repr of 1,000 contacts also costs ~40 ms.
+        return f"FlowRunRequest(contacts={len(self.contact_list)}, has_priority={self.has_priority})"
 
     def hilos_body(self) -> bytes:
         """The JSON body Hilos receives: what the caller sent, nothing added, nothing dropped."""
