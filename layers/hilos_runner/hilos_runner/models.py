@@ -54,6 +54,8 @@ def _is_plain_email(value: str) -> bool:
     if len(value) > 254 or not _PLAIN_EMAIL.fullmatch(value):
         return False
     labels = value.rsplit("@", 1)[1].lower().split(".")
+    if any(len(label) > 63 for label in labels):
+        return False
     # Special-use names (RFC 6761: "test", "localhost", ...) are refused by email-validator: leave
     # any address whose domain ends in one to it.
     return not any(".".join(labels[i:]) in _SPECIAL_USE_DOMAINS for i in range(len(labels)))
