@@ -65,7 +65,7 @@ def _token_from_secret(raw: object, secret_id: str) -> str:
     token = raw.strip()
     if token.startswith("{"):
         try:
-            token = str(json.loads(token).get("token", "")).strip()
+            token = str(json.loads(token).get("token") or "").strip()  # {"token": null} holds no token
         except (ValueError, AttributeError):
             # The parser's message may quote the secret: say what is wrong without it.
             raise ConfigurationError(

@@ -1,0 +1,234 @@
+"""The execution store on the table template.yaml defines (moto): records survive the round trip, expire
+by TTL, are listed per flow newest first (chunks excluded), and cursors cannot be forged."""
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from hilos_runner import wiring
+from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
+from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus
+from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
+
+OTHER_FLOW_ID = UUID("0d6f3b0e-86a1-4f4f-9a2e-5b7d1c2e3f40")
+CREATED_AT = datetime(2024, 1, 1, 12, 30, 15, 250_000, tzinfo=UTC)
+
+
+@pytest.fixture
+def table(aws: Any) -> str:
+    return str(aws.physical_ids["ExecutionsTable"])
+
+
+@pytest.fixture
+def store(table: str) -> ExecutionStore:
+    return ExecutionStore(boto3.client("dynamodb"), table, ttl_days=7)
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[ExecutionStore, Stubber]]:
+    """A store whose client answers only what the test queues (no AWS, not even moto)."""
+    client = boto3.client("dynamodb")
+    with Stubber(client) as stubber:
+        yield ExecutionStore(client, "executions", ttl_days=7), stubber
+
+
+def record(**fields: Any) -> ExecutionRecord:
+    values: dict[str, Any] = {
+        "flow_id": FLOW_ID,
+        "source": RunSource.API,
+        "status": RunStatus.SUBMITTED,
+        "num_contacts": 1,
+        **fields,
+    }
+    return ExecutionRecord.model_validate(values)
+
+
+def raw_item(table: str, run_id: UUID) -> dict[str, Any]:
+    item: dict[str, Any] = boto3.client("dynamodb").get_item(TableName=table, Key={"run_id": {"S": str(run_id)}})[
+        "Item"
+    ]
+    return item
+
+
+def cursor_of(key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def test_a_full_record_survives_the_round_trip(store: ExecutionStore):
+    original = record(
+        source=RunSource.QUEUE,
+        status=RunStatus.REJECTED,
+        num_contacts=250,
+        idempotency_key="order-42#3",
+        hilos_execution_id=HILOS_EXECUTION_ID,
+        hilos_status="PROCESSING",
+        attempts=3,
+        last_error="Hilos rejected the run (HTTP 400): contact_list.0.phone: Enter a valid phone number.",
+        parent_id=uuid4(),
+        chunk_index=2,
+        created_at=CREATED_AT,
+        updated_at=CREATED_AT + timedelta(seconds=3),
+    )
+
+    store.put(original)
+
+    assert store.get(original.run_id) == original
+
+
+def test_a_minimal_record_survives_the_round_trip(store: ExecutionStore):
+    original = record(status=RunStatus.SENDING, created_at=CREATED_AT)
+    store.put(original)
+    assert store.get(original.run_id) == original
+
+
+def test_an_unknown_run_is_none(store: ExecutionStore):
+    assert store.get(uuid4()) is None
+
+
+def test_items_are_flat_strings_and_numbers_without_empty_attributes(store: ExecutionStore, table: str):
+    original = record(num_contacts=3, attempts=2, created_at=CREATED_AT)
+    store.put(original)
+
+    item = raw_item(table, original.run_id)
+
+    assert item["num_contacts"] == {"N": "3"}
+    assert item["attempts"] == {"N": "2"}
+    assert item["flow_id"] == {"S": FLOW_ID}
+    assert item["created_at"]["S"].startswith("2024-01-01T12:30:15.25")
+    assert "last_error" not in item  # None is left out, not stored as an empty or NULL attribute
+    assert "parent_id" not in item
+
+
+def test_expires_at_is_created_at_plus_the_ttl_in_epoch_seconds(store: ExecutionStore, table: str):
+    original = record(created_at=CREATED_AT, updated_at=CREATED_AT + timedelta(days=3))
+    store.put(original)
+
+    expires_at = int(raw_item(table, original.run_id)["expires_at"]["N"])
+
+    assert expires_at == int((CREATED_AT + timedelta(days=7)).timestamp())
+
+
+def test_the_deployed_store_uses_record_ttl_days_from_the_template(aws: Any, table: str):
+    # The `aws` fixture gives the function the environment template.yaml gives it (RecordTtlDays).
+    days = int(aws.function_environment("RunApiFunction")["RECORD_TTL_DAYS"])
+    original = record(created_at=CREATED_AT)
+
+    wiring.execution_store().put(original)
+
+    assert int(raw_item(table, original.run_id)["expires_at"]["N"]) == int(
+        (CREATED_AT + timedelta(days=days)).timestamp()
+    )
+
+
+def test_only_top_level_runs_carry_listed_flow_id(store: ExecutionStore, table: str):
+    parent = record(created_at=CREATED_AT)
+    chunk = record(parent_id=parent.run_id, chunk_index=0, created_at=CREATED_AT + timedelta(seconds=1))
+    store.put(parent)
+    store.put(chunk)
+
+    assert raw_item(table, parent.run_id)["listed_flow_id"] == {"S": FLOW_ID}
+    assert "listed_flow_id" not in raw_item(table, chunk.run_id)
+    assert [r.run_id for r in store.list_for_flow(UUID(FLOW_ID), limit=10, cursor=None).items] == [parent.run_id]
+
+
+# --- listing and cursors --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def five_runs(store: ExecutionStore) -> list[ExecutionRecord]:
+    runs = [record(num_contacts=n + 1, created_at=CREATED_AT + timedelta(minutes=n)) for n in range(5)]
+    for run in runs:
+        store.put(run)
+    store.put(record(flow_id=OTHER_FLOW_ID, created_at=CREATED_AT + timedelta(minutes=9)))
+    return runs
+
+
+def test_runs_of_a_flow_page_newest_first_and_the_cursor_round_trips(
+    store: ExecutionStore, five_runs: list[ExecutionRecord]
+):
+    pages = []
+    cursor = None
+    for _ in range(5):  # bounded: three pages are expected
+        page = store.list_for_flow(UUID(FLOW_ID), limit=2, cursor=cursor)
+        pages.append(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert [len(page.items) for page in pages] == [2, 2, 1]
+    assert [r.run_id for page in pages for r in page.items] == [r.run_id for r in reversed(five_runs)]
+    assert all(isinstance(page.next_cursor, str) and "=" not in page.next_cursor for page in pages[:-1])
+
+
+def test_a_cursor_of_another_flow_is_refused(store: ExecutionStore, five_runs: list[ExecutionRecord]):
+    cursor = store.list_for_flow(UUID(FLOW_ID), limit=2, cursor=None).next_cursor
+    assert cursor
+
+    with pytest.raises(InvalidRequestError) as info:
+        store.list_for_flow(OTHER_FLOW_ID, limit=2, cursor=cursor)
+
+    assert info.value.details == [{"field": "query.cursor", "reason": "not a cursor returned by this listing"}]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not base64 at all!",
+        "bm90LWEtY3Vyc29y",  # base64 of "not-a-cursor"
+        cursor_of(["listed_flow_id", FLOW_ID]),
+        cursor_of({"listed_flow_id": FLOW_ID}),  # not in DynamoDB's attribute-value shape
+        cursor_of({"listed_flow_id": {"S": str(OTHER_FLOW_ID)}, "run_id": {"S": str(uuid4())}}),
+        base64.urlsafe_b64encode(b"\xff\xfe\x00").decode(),
+    ],
+    ids=["not base64", "not json", "json list", "wrong shape", "other flow", "not utf-8"],
+)
+def test_a_forged_cursor_is_refused_before_dynamodb_is_asked(stubbed: tuple[ExecutionStore, Stubber], cursor: str):
+    store, _ = stubbed  # nothing queued: a DynamoDB call would raise the stubber's error, not this one
+    with pytest.raises(InvalidRequestError) as info:
+        store.list_for_flow(UUID(FLOW_ID), limit=2, cursor=cursor)
+
+    assert info.value.details[0]["field"] == "query.cursor"
+
+
+def test_a_cursor_dynamodb_refuses_is_an_invalid_request(stubbed: tuple[ExecutionStore, Stubber]):
+    store, stubber = stubbed
+    forged = cursor_of({"listed_flow_id": {"S": FLOW_ID}})  # right flow, but not a key DynamoDB issued
+    stubber.add_client_error("query", "ValidationException", "The provided starting key is invalid")
+
+    with pytest.raises(InvalidRequestError) as info:
+        store.list_for_flow(UUID(FLOW_ID), limit=2, cursor=forged)
+
+    assert info.value.details[0]["field"] == "query.cursor"
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "call"),
+    [
+        ("put_item", "ProvisionedThroughputExceededException", lambda s: s.put(record())),
+        ("get_item", "ResourceNotFoundException", lambda s: s.get(uuid4())),
+        ("query", "ThrottlingException", lambda s: s.list_for_flow(UUID(FLOW_ID), limit=1, cursor=None)),
+        ("query", "ValidationException", lambda s: s.list_for_flow(UUID(FLOW_ID), limit=1, cursor=None)),
+    ],
+)
+def test_dynamodb_failures_are_dependency_failures_naming_the_operation(
+    stubbed: tuple[ExecutionStore, Stubber], operation: str, code: str, call: Any
+):
+    store, stubber = stubbed
+    stubber.add_client_error(operation, code)
+
+    with pytest.raises(DependencyUnavailableError) as info:
+        call(store)
+
+    assert operation in info.value.message
+    assert code in info.value.message
+    assert info.value.retryable
