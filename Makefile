@@ -15,6 +15,11 @@ $(STAMP): requirements-dev.txt constraints.txt layers/hilos_runner/requirements.
 
 venv: $(STAMP)
 
+## make dev: the whole stack on 127.0.0.1 (moto, Hilos sandbox, HTTP front, SQS poller); Ctrl-C stops it.
+## Flags go in ARGS, e.g. make dev ARGS="--fault-rate 0.2 --visibility-timeout 5"; see python -m local --help
+dev: $(STAMP)
+	$(PY) -m local $(ARGS)
+
 ## make test: lint, type-check, then every test (unit, integration, template, e2e)
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile -q

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -28,9 +28,18 @@ def http_api_event(
     query: dict[str, str] | None = None,
     jwt_claims: dict[str, Any] | None = None,
     source_ip: str = "127.0.0.1",
+    raw_query: str | None = None,
 ) -> dict[str, Any]:
-    """The event API Gateway (HTTP API, payload format 2.0) sends to a Lambda proxy integration."""
+    """The event API Gateway (HTTP API, payload format 2.0) sends to a Lambda proxy integration.
+
+    ``raw_query`` is the query string as received (the local HTTP front); repeated parameters are
+    joined with commas in ``queryStringParameters``, as API Gateway does.
+    """
     header_map = {name.lower(): value for name, value in (headers or {}).items()}
+    if raw_query is not None:
+        query = {}
+        for name, value in parse_qsl(raw_query, keep_blank_values=True):
+            query[name] = f"{query[name]},{value}" if name in query else value
     is_base64 = False
     if isinstance(body, dict | list):
         body = json.dumps(body)
@@ -46,7 +55,7 @@ def http_api_event(
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": urlencode(query or {}),
+        "rawQueryString": raw_query if raw_query is not None else urlencode(query or {}),
         "headers": header_map,
         "requestContext": {
             "accountId": ACCOUNT_ID,
@@ -85,25 +94,46 @@ def sqs_record(
     receipt_handle: str | None = None,
     receive_count: int = 1,
     sent_timestamp_ms: int | None = None,
+    attributes: dict[str, str] | None = None,
+    message_attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One record of an SQS event as the event source mapping delivers it."""
+    """One record of an SQS event as the event source mapping delivers it.
+
+    ``attributes`` (system attributes) and ``message_attributes`` are given as ReceiveMessage returns
+    them (the local poller); they replace the made-up ones and are put in the event's own shape.
+    """
     text = body if isinstance(body, str) else json.dumps(body)
     sent = sent_timestamp_ms or int(time.time() * 1000)
+    default_attributes = {
+        "ApproximateReceiveCount": str(receive_count),
+        "SentTimestamp": str(sent),
+        "SenderId": ACCOUNT_ID,
+        "ApproximateFirstReceiveTimestamp": str(sent),
+    }
     return {
         "messageId": message_id or str(uuid.uuid4()),
         "receiptHandle": receipt_handle or f"local-{uuid.uuid4()}",
         "body": text,
-        "attributes": {
-            "ApproximateReceiveCount": str(receive_count),
-            "SentTimestamp": str(sent),
-            "SenderId": ACCOUNT_ID,
-            "ApproximateFirstReceiveTimestamp": str(sent),
+        "attributes": dict(attributes) if attributes is not None else default_attributes,
+        "messageAttributes": {
+            name: _event_message_attribute(value) for name, value in (message_attributes or {}).items()
         },
-        "messageAttributes": {},
         "md5OfBody": hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(),
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn,
         "awsRegion": REGION,
+    }
+
+
+def _event_message_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """ReceiveMessage's {"StringValue", "DataType"} -> the event's {"stringValue", ..., "dataType"}."""
+    binary = value.get("BinaryValue")
+    return {
+        "stringValue": value.get("StringValue"),
+        "binaryValue": base64.b64encode(binary).decode() if isinstance(binary, bytes) else binary,
+        "stringListValues": list(value.get("StringListValues", [])),
+        "binaryListValues": list(value.get("BinaryListValues", [])),
+        "dataType": value.get("DataType", "String"),
     }
 
 

@@ -1,0 +1,120 @@
+"""`python -m local` (`make dev`): the whole stack on 127.0.0.1, in the foreground, until Ctrl-C or SIGTERM.
+
+Real services by environment: HILOS_API_URL (with HILOS_TOKEN) replaces the Hilos sandbox,
+AWS_ENDPOINT_URL replaces the moto server. Every port is a flag (or LOCAL_*_PORT); 0 picks a free one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from local.sandbox import FaultKind
+from local.stack import ConfigurationProblem, LocalConfig, LocalStack, configure_logging, log
+
+
+def _fault_mix(text: str) -> dict[FaultKind, float]:
+    """'503=2,429=1,slow=1' -> relative weights of the fault kinds."""
+    mix = {}
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        kind, _, weight = part.partition("=")
+        try:
+            mix[FaultKind(kind.strip())] = float(weight or 1)
+        except ValueError:
+            kinds = ", ".join(kind.value for kind in FaultKind)
+            raise argparse.ArgumentTypeError(f"{part!r}: expected KIND=WEIGHT with KIND one of {kinds}") from None
+    return mix
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0] if __doc__ else None)
+    ports = parser.add_argument_group("ports (127.0.0.1; 0 = any free port)")
+    ports.add_argument("--api-port", type=int, default=int(env("LOCAL_API_PORT", "3000")), help="HTTP front (3000)")
+    ports.add_argument("--sandbox-port", type=int, default=int(env("LOCAL_SANDBOX_PORT", "4010")), help="Hilos sandbox")
+    ports.add_argument("--moto-port", type=int, default=int(env("LOCAL_MOTO_PORT", "5005")), help="moto server (5005)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(env("LOCAL_STATE_DIR", ".local")), help="where stack.json goes (.local)"
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=int,
+        default=None,
+        help="seconds; overrides the queue's VisibilityTimeout so failed messages come back sooner (template's)",
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="execution environments per function (4)")
+    parser.add_argument("--pollers", type=int, default=1, help="pollers per SQS event source (1)")
+    parser.add_argument(
+        "--hilos-read-timeout",
+        type=float,
+        default=None,
+        help="functions' HILOS_READ_TIMEOUT_SECONDS (2 with the sandbox, else HILOS_READ_TIMEOUT_SECONDS or 20)",
+    )
+    sandbox = parser.add_argument_group("Hilos sandbox (also changeable at run time: POST /_sandbox/faults)")
+    sandbox.add_argument("--fault-rate", type=float, default=0.0, help="share of Hilos calls that fail (0..1)")
+    sandbox.add_argument(
+        "--fault-mix",
+        type=_fault_mix,
+        default=dict.fromkeys(FaultKind, 1.0),
+        help="weights of the fault kinds, e.g. 503=2,429=1,500=1,slow=1,reset=1 (all equal)",
+    )
+    sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every sandbox answer (0)")
+    sandbox.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429 faults, seconds (1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    configure_logging()
+    config = LocalConfig.from_environment(
+        dict(os.environ),
+        api_port=arguments.api_port,
+        sandbox_port=arguments.sandbox_port,
+        moto_port=arguments.moto_port,
+        state_dir=arguments.state_dir,
+        visibility_timeout=arguments.visibility_timeout,
+        concurrency=arguments.concurrency,
+        pollers=arguments.pollers,
+        hilos_read_timeout=arguments.hilos_read_timeout,
+        fault_rate=arguments.fault_rate,
+        fault_mix=arguments.fault_mix,
+        latency_ms=arguments.latency_ms,
+        retry_after_seconds=arguments.retry_after,
+    )
+    stack = LocalStack(config)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        # SIGTERM stops like Ctrl-C; a second signal while stopping gives up waiting.
+        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, _exit_now)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        stack.start()
+        print(stack.banner(), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log.info("stopping ...")
+    except ConfigurationProblem as problem:
+        log.error("%s", problem)
+        return 2
+    finally:
+        stack.stop()
+    log.info("stopped")
+    return 0
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

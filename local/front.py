@@ -1,0 +1,171 @@
+"""The local HTTP front: what API Gateway (HTTP API, payload 2.0, Lambda proxy) does in front of run_api.
+
+Each request becomes the event API Gateway would send (local.events.http_api_event), the function
+runs in its execution environment, and its answer (status, headers, cookies, body, base64) becomes
+the HTTP answer. Like the deployed JWT authorizer, the front refuses requests without the right
+``Authorization: Bearer <token>`` before the function runs: 401, in the project's one error shape.
+A function error or timeout is answered like API Gateway does: 500 ``{"message": "Internal Server Error"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from hilos_runner.http import JSON_CONTENT_TYPE, error_body
+from local.events import http_api_event
+from local.functions import HttpRoute, Invocation
+
+log = logging.getLogger("local.front")
+
+# What the JWT authorizer hands the function about the caller; the local token stands for one user.
+LOCAL_CLAIMS = {"sub": "local-developer", "iss": "hilos-runner-local", "token_use": "access"}
+_MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+FunctionInvoker = Callable[[str, dict[str, Any]], Invocation]  # (function logical id, event) -> outcome
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True  # idle keep-alive connections must not hold up shutdown
+
+    def __init__(self, address: tuple[str, int], token: str, routes: list[HttpRoute], invoke: FunctionInvoker) -> None:
+        super().__init__(address, _FrontHandler)
+        self.token = token
+        self.routes = routes
+        self.invoke = invoke
+
+
+class _FrontHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _FrontServer
+    timeout = 120  # an idle keep-alive connection is dropped after this
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # _handle logs one line per request
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_OPTIONS(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        started = time.monotonic()
+        status = self._answer_request()
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.info("api    %s %s %s %.0f ms", self.command, urlsplit(self.path).path, status, elapsed_ms)
+
+    def _answer_request(self) -> int:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY_BYTES:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            return self._send(413, {"Content-Type": "application/json"}, b'{"message":"Request Entity Too Large"}')
+        body = self.rfile.read(length) if length else None
+        url = urlsplit(self.path)
+        route, path_parameters = self._route(url.path)
+        if route is None:
+            return self._send(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
+        if not self._authorized():
+            answer = error_body("unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
+            challenge = {"Content-Type": JSON_CONTENT_TYPE, "WWW-Authenticate": 'Bearer realm="hilos-runner-local"'}
+            return self._send(401, challenge, answer.encode())
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():  # repeated headers are joined, as API Gateway does
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        event = http_api_event(
+            self.command,
+            url.path,
+            body=body,
+            headers=headers,
+            raw_query=url.query,
+            jwt_claims=LOCAL_CLAIMS,
+            source_ip=self.client_address[0],
+        )
+        event["routeKey"] = event["requestContext"]["routeKey"] = route.route_key
+        if path_parameters:
+            event["pathParameters"] = path_parameters
+        invocation = self.server.invoke(route.function_logical_id, event)
+        if not invocation.ok:
+            log.error("api    function error: %s", json.dumps(invocation.error))
+            return self._send(500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}')
+        return self._send_function_answer(invocation.payload)
+
+    def _route(self, path: str) -> tuple[HttpRoute | None, dict[str, str]]:
+        # API Gateway matches the route first: an unknown route is 404 whoever asks.
+        for route in self.server.routes:
+            parameters = route.match(self.command, path)
+            if parameters is not None:
+                return route, parameters
+        return None, {}
+
+    def _authorized(self) -> bool:
+        scheme, _, token = self.headers.get("Authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.server.token.encode())
+
+    def _send_function_answer(self, answer: Any) -> int:
+        if not (isinstance(answer, dict) and "statusCode" in answer):
+            # Payload 2.0: anything else is taken as a JSON body with status 200.
+            return self._send(200, {"Content-Type": "application/json"}, json.dumps(answer).encode())
+        raw_body = answer.get("body") or ""
+        body = base64.b64decode(raw_body) if answer.get("isBase64Encoded") else str(raw_body).encode()
+        headers = {str(name): str(value) for name, value in (answer.get("headers") or {}).items()}
+        for name, values in (answer.get("multiValueHeaders") or {}).items():
+            headers[str(name)] = ",".join(map(str, values))
+        return self._send(int(answer["statusCode"]), headers, body, cookies=answer.get("cookies") or [])
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, cookies: list[str] | None = None) -> int:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        for cookie in cookies or []:
+            self.send_header("Set-Cookie", cookie)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return status
+
+
+class HttpFront:
+    """The front's server on 127.0.0.1 (port 0 = any free port), serving in a background thread."""
+
+    def __init__(
+        self, token: str, routes: list[HttpRoute], invoke: FunctionInvoker, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._server = _FrontServer((host, port), token, routes, invoke)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http-front", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,514 @@
+"""A Hilos sandbox: the run and get-execution paths of Hilos' API, strict about what it accepts, with faults.
+
+It answers like Hilos (201 with a FlowExecutionEdit, plain-JSON DRF-style errors), but checks more than
+Hilos would: the ``Authorization: Token <token>`` header, the JSON content type and the body against
+the Hilos schema the project carries (read-only fields are refused, not ignored), so a client bug shows
+up as a 4xx here instead of as a silent oddity in production.
+
+Faults are injected at set rates, globally or per flow, optionally only the first ``limit`` times:
+``500``, ``503`` and ``429`` (with Retry-After) are answered before the run is created; ``slow``
+(the answer comes after the client's read timeout) and ``reset`` (the connection is reset after the
+request was read) happen *after* the run was created, the worst case for a client that resends:
+a resend of either shows up as a duplicate in the stats.
+
+Control (no auth, 127.0.0.1 only): ``GET|POST /_sandbox/faults`` (POST merges the given fields),
+``GET /_sandbox/stats``, ``POST /_sandbox/reset`` (stats, executions and faults back to the start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import re
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from local.hilos_schema import Problem, run_request_problems
+
+log = logging.getLogger("local.sandbox")
+
+BASE_PATH = "/api"
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_RUN_PATH = re.compile(rf"^{BASE_PATH}(?:/channel/whatsapp)?/flow/(?P<flow_id>{_UUID})/run/?$")
+_EXECUTION_PATH = re.compile(rf"^{BASE_PATH}/flow-execution/(?P<execution_id>{_UUID})/?$")
+_RECENT_CALLS = 200
+
+
+class FaultKind(StrEnum):
+    SERVER_ERROR = "500"
+    UNAVAILABLE = "503"
+    THROTTLED = "429"
+    SLOW = "slow"  # the run is created, the answer comes after the client gave up
+    RESET = "reset"  # the run is created, the connection is reset without an answer
+
+
+# Answered before the request reaches Hilos' application: nothing was processed.
+_GATEWAY_FAULTS = frozenset({FaultKind.SERVER_ERROR, FaultKind.UNAVAILABLE, FaultKind.THROTTLED})
+
+
+class FaultPlan(BaseModel):
+    """How often to misbehave, and how: ``mix`` gives relative weights of the fault kinds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float = Field(default=0.0, ge=0, le=1)
+    mix: dict[FaultKind, float] = Field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
+    limit: int | None = Field(default=None, ge=0, description="Inject at most this many faults, then behave.")
+
+
+class SandboxSettings(FaultPlan):
+    """Everything the control endpoint can change. The top-level plan applies to flows without their own."""
+
+    latency_ms: int = Field(default=0, ge=0, le=60_000)
+    retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    slow_seconds: float = Field(default=5.0, ge=0, le=600)
+    flows: dict[uuid.UUID, FaultPlan] = Field(default_factory=dict)
+    reject_flows: set[uuid.UUID] = Field(default_factory=set, description="Answered 400, like an unpublished flow.")
+    unknown_flows: set[uuid.UUID] = Field(default_factory=set, description="Answered 404.")
+
+
+def contact_list_fingerprint(flow_id: str, contact_list: Any) -> str:
+    """Same flow + same contacts (in any order, any key order) = same fingerprint: a repeated run."""
+    contacts = contact_list if isinstance(contact_list, list) else [contact_list]
+    normalised = sorted(json.dumps(item, sort_keys=True, separators=(",", ":")) for item in contacts)
+    return hashlib.sha256(json.dumps([flow_id.lower(), normalised]).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    responses: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    auth_schemes: Counter[str] = field(default_factory=Counter)
+    flows: dict[str, Counter[str]] = field(default_factory=dict)
+    contact_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT_CALLS))
+
+    def as_json(self) -> dict[str, Any]:
+        created = sum(entry["created"] for entry in self.contact_lists.values())
+        return {
+            "requests": self.requests,
+            "runs_created": created,
+            "responses": dict(self.responses),
+            "faults": dict(self.faults),
+            "auth_schemes": dict(self.auth_schemes),
+            "flows": {flow_id: dict(counts) for flow_id, counts in self.flows.items()},
+            "contact_lists": self.contact_lists,
+            "duplicates": sorted(fp for fp, entry in self.contact_lists.items() if entry["created"] > 1),
+            "recent": list(self.recent),
+        }
+
+
+class SandboxState:
+    """Settings, counters and created executions, shared by the server's threads (one lock)."""
+
+    def __init__(self, token: str, settings: SandboxSettings, *, seed: int | None = None) -> None:
+        self.token = token
+        self._initial = settings
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)  # noqa: S311  (fault injection, not cryptography)
+        self.settings = settings
+        self.stats = _Stats()
+        self.executions: dict[str, dict[str, Any]] = {}
+        self._injected: Counter[str] = Counter()
+
+    # -- control ---------------------------------------------------------------------------
+    def update_settings(self, changes: dict[str, Any]) -> SandboxSettings:
+        with self._lock:
+            merged = {**self.settings.model_dump(), **changes}
+            self.settings = SandboxSettings.model_validate(merged)
+            self._injected.clear()  # a new plan starts its own limits
+            return self.settings
+
+    def reset(self) -> None:
+        with self._lock:
+            self.settings = self._initial
+            self.stats = _Stats()
+            self.executions.clear()
+            self._injected.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self.stats.as_json()))
+
+    # -- decisions -------------------------------------------------------------------------
+    def choose_fault(self, flow_id: str | None) -> FaultKind | None:
+        plan: FaultPlan
+        with self._lock:
+            scope, plan = "*", self.settings
+            if flow_id is not None and uuid.UUID(flow_id) in self.settings.flows:
+                scope, plan = flow_id, self.settings.flows[uuid.UUID(flow_id)]
+            if plan.limit is not None and self._injected[scope] >= plan.limit:
+                return None
+            weights = {kind: weight for kind, weight in plan.mix.items() if weight > 0}
+            if not weights or self._random.random() >= plan.rate:
+                return None
+            self._injected[scope] += 1
+            kinds = list(weights)
+            return self._random.choices(kinds, weights=[weights[kind] for kind in kinds])[0]
+
+    def record(self, call: dict[str, Any]) -> None:
+        with self._lock:
+            stats = self.stats
+            stats.requests += 1
+            stats.responses[str(call["status"])] += 1
+            stats.auth_schemes[call["auth_scheme"]] += 1
+            if call.get("fault"):
+                stats.faults[call["fault"]] += 1
+            self._count(call, "calls")
+            stats.recent.append(call)
+
+    def _count(self, call: dict[str, Any], what: str) -> None:
+        flow_id, fingerprint = call.get("flow_id"), call.get("fingerprint")
+        if flow_id:
+            self.stats.flows.setdefault(flow_id, Counter())[what] += 1
+        if fingerprint:
+            entry = self.stats.contact_lists.setdefault(fingerprint, {"flow_id": flow_id, "calls": 0, "created": 0})
+            entry[what] += 1
+
+    def create_execution(self, call: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Create (and count at once: a slow answer must not hide a duplicate) the execution of a run."""
+        flow_id = call["flow_id"]
+        now = datetime.now(UTC).isoformat()
+        execution = {
+            "id": str(uuid.uuid4()),
+            "status": "PROCESSING",
+            "execute_for": body.get("execute_for", "LIST"),
+            "inbound_trigger_with": "ANY_MESSAGE",
+            "inbound_start_message": None,
+            "inbound_start_message_match_exact": False,
+            "has_priority": body.get("has_priority", False),
+            "flow_execution_variables": body.get("flow_execution_variables") or {},
+            "start_on": None,
+            "num_contacts": len(body["contact_list"]),
+            "expired": 0,
+            "running": 0,
+            "completed": 0,
+            "canceled": 0,
+            "failed": 0,
+            "created_on": now,
+            "avg_completion_time": "",
+            "contact_filters": [],
+            "contact_list": body["contact_list"],
+            "source": "API",
+            "is_hidden": False,
+        }
+        with self._lock:
+            self.executions[execution["id"]] = {"flow_id": flow_id, "created": time.monotonic(), **execution}
+            self._count(call, "created")
+        call.update(created=True, execution_id=execution["id"])
+        return execution
+
+    def execution_detail(self, execution_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            stored = self.executions.get(execution_id.lower())
+        if stored is None:
+            return None
+        age = time.monotonic() - stored["created"]
+        # A run moves on by itself, so a client polling the status sees it progress.
+        status = "PROCESSING" if age < 2 else "RUNNING" if age < 10 else "COMPLETED"
+        detail = {key: value for key, value in stored.items() if key not in ("flow_id", "created", "contact_list")}
+        return {
+            **detail,
+            "status": status,
+            "running": stored["num_contacts"] if status == "RUNNING" else 0,
+            "completed": stored["num_contacts"] if status == "COMPLETED" else 0,
+            "created_by": {"id": 1, "first_name": "Sandbox", "last_name": "User", "email": "sandbox@example.com"},
+            "execution_type": "API",
+            "contact_import": None,
+            "flow": {"id": stored["flow_id"], "name": "Sandbox flow", "created_by": {"id": 1}, "channel": {"id": 1}},
+            "flow_version": {"execution_type": "OUTBOUND", "flow": {"id": stored["flow_id"]}},
+            "last_run_on": stored["created_on"],
+        }
+
+
+class _SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True  # idle keep-alive connections must not hold up shutdown
+
+    def __init__(self, address: tuple[str, int], state: SandboxState) -> None:
+        super().__init__(address, _SandboxHandler)
+        self.state = state
+        self.stopping = threading.Event()
+
+
+class _SandboxHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _SandboxServer
+    timeout = 120  # an idle keep-alive connection is dropped after this
+    _deferred_fault: FaultKind | None = None  # chosen at the gateway, applied after the run is created
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # _dispatch logs one line per request instead
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # -- routing ---------------------------------------------------------------------------
+    def _dispatch(self, method: str) -> None:
+        started = time.monotonic()
+        path = urlsplit(self.path).path
+        body = self._read_body()
+        if path.startswith("/_sandbox/"):
+            self._control(method, path, body)
+            return
+        run = _RUN_PATH.match(path)
+        execution = _EXECUTION_PATH.match(path)
+        call: dict[str, Any] = {
+            "at": datetime.now(UTC).isoformat(),
+            "method": method,
+            "path": path,
+            "flow_id": run["flow_id"].lower() if run else None,
+            **self._auth(),
+        }
+        if run and method == "POST":
+            self._run(call, run["flow_id"].lower(), body)
+        elif execution and method == "GET":
+            self._get_execution(call, execution["execution_id"])
+        elif run or execution:
+            self._answer(call, 405, {"detail": f'Method "{method}" not allowed.'})
+        else:
+            self._answer(call, 404, {"detail": "Not found."})
+        log.info(
+            "hilos  %s %s %s%s %.0f ms",
+            method,
+            path,
+            call.get("status", "-"),
+            f" (fault: {call['fault']})" if call.get("fault") else "",
+            (time.monotonic() - started) * 1000,
+        )
+
+    def _run(self, call: dict[str, Any], flow_id: str, raw: bytes) -> None:
+        state = self.server.state
+        try:
+            body, parse_error = json.loads(raw), None
+        except ValueError as exc:
+            body, parse_error = None, str(exc)
+        if isinstance(body, dict) and isinstance(body.get("contact_list"), list):
+            # Every call is counted per contact list, even one that fails: repeats stay visible.
+            call["fingerprint"] = contact_list_fingerprint(flow_id, body["contact_list"])
+            call["num_contacts"] = len(body["contact_list"])
+        if self._unauthorized_or_faulted(call, flow_id):
+            return
+        settings = state.settings
+        if uuid.UUID(flow_id) in settings.unknown_flows:
+            self._answer(call, 404, {"detail": "Not found."})
+            return
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            self._answer(call, 415, {"detail": f'Unsupported media type "{content_type}" in request.'})
+            return
+        if parse_error is not None:
+            self._answer(call, 400, {"detail": f"JSON parse error - {parse_error}"})
+            return
+        problems = run_request_problems(body)
+        call["body_valid"] = not problems
+        if problems:
+            self._answer(call, 400, drf_errors(problems))
+            return
+        if uuid.UUID(flow_id) in settings.reject_flows:
+            self._answer(call, 400, {"non_field_errors": ["This flow is not published; it cannot be executed."]})
+            return
+        execution = state.create_execution(call, body)
+        if not self._misbehaved(call):
+            self._answer(call, 201, execution)
+
+    def _get_execution(self, call: dict[str, Any], execution_id: str) -> None:
+        if self._unauthorized_or_faulted(call, None):
+            return
+        detail = self.server.state.execution_detail(execution_id)
+        if self._misbehaved(call):
+            return
+        if detail is None:
+            self._answer(call, 404, {"detail": "Not found."})
+        else:
+            self._answer(call, 200, detail)
+
+    def _unauthorized_or_faulted(self, call: dict[str, Any], flow_id: str | None) -> bool:
+        """Gateway-level behaviour, before Hilos looks at the request: latency, 5xx/429 faults, auth."""
+        state = self.server.state
+        settings = state.settings
+        if settings.latency_ms:
+            self.server.stopping.wait(settings.latency_ms / 1000)
+        fault = state.choose_fault(flow_id)
+        call["fault"] = fault.value if fault in _GATEWAY_FAULTS else None
+        self._deferred_fault = fault if fault not in _GATEWAY_FAULTS else None
+        if fault is FaultKind.SERVER_ERROR:
+            self._answer(call, 500, {"detail": "A server error occurred."})
+        elif fault is FaultKind.UNAVAILABLE:
+            self._answer(call, 503, {"detail": "Service temporarily unavailable, try again later."})
+        elif fault is FaultKind.THROTTLED:
+            wait = settings.retry_after_seconds
+            detail = {"detail": f"Request was throttled. Expected available in {wait} second{'s' * (wait != 1)}."}
+            self._answer(call, 429, detail, {"Retry-After": str(wait)})
+        elif call["auth_scheme"] == "none":
+            self._answer(call, 401, {"detail": "Authentication credentials were not provided."})
+        elif not call["auth_ok"]:
+            self._answer(call, 401, {"detail": "Invalid token."})
+        else:
+            return False
+        return True
+
+    def _misbehaved(self, call: dict[str, Any]) -> bool:
+        """Apply a fault that strikes after the request was processed; True when no answer must follow."""
+        fault, self._deferred_fault = self._deferred_fault, None
+        if fault is None:
+            return False
+        call["fault"] = fault.value
+        if fault is FaultKind.SLOW:
+            self.server.stopping.wait(self.server.state.settings.slow_seconds)
+            return False
+        self._reset(call)
+        return True
+
+    def _auth(self) -> dict[str, Any]:
+        # The token itself is never recorded: only the scheme used and whether it was accepted.
+        header = self.headers.get("Authorization", "")
+        scheme, _, credentials = header.strip().partition(" ")
+        accepted = scheme == "Token" and hmac.compare_digest(credentials.strip(), self.server.state.token)
+        return {"auth_scheme": scheme or "none", "auth_ok": accepted}
+
+    # -- control ---------------------------------------------------------------------------
+    def _control(self, method: str, path: str, raw: bytes) -> None:
+        state = self.server.state
+        route = (method, path.rstrip("/"))
+        if route == ("GET", "/_sandbox/stats"):
+            self._send(200, state.snapshot())
+        elif route == ("GET", "/_sandbox/faults"):
+            self._send(200, state.settings.model_dump(mode="json"))
+        elif route == ("POST", "/_sandbox/faults"):
+            try:
+                changes = json.loads(raw or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("the body must be a JSON object")
+                settings = state.update_settings(changes)
+            except ValidationError as exc:
+                self._send(400, {"detail": json.loads(exc.json(include_url=False, include_input=False))})
+                return
+            except ValueError as exc:
+                self._send(400, {"detail": str(exc)})
+                return
+            log.info("hilos  faults set: %s", settings.model_dump_json(exclude_defaults=True))
+            self._send(200, settings.model_dump(mode="json"))
+        elif route == ("POST", "/_sandbox/reset"):
+            state.reset()
+            self._send(200, {"reset": True})
+        else:
+            self._send(404, {"detail": "Not found."})
+
+    # -- I/O -------------------------------------------------------------------------------
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _answer(self, call: dict[str, Any], status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        call["status"] = status
+        self.server.state.record(call)
+        self._send(status, body, headers)
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True  # the client gave up (a slow answer): nothing to tell it
+
+    def _reset(self, call: dict[str, Any]) -> None:
+        """Drop the connection with a TCP reset (SO_LINGER 0) instead of an answer."""
+        call["status"] = "reset"
+        self.server.state.record(call)
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+
+def drf_errors(problems: list[Problem]) -> dict[str, Any]:
+    """Schema problems in Django REST framework's shape: {"field": ["message"], "list": [{}, {"f": [...]}]}."""
+    tree: dict[str, Any] = {}
+    for path, message in problems:
+        parts = [str(part) for part in path] or ["non_field_errors"]
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # a message at a parent path already: keep both
+                child = node[part] = {"non_field_errors": child}
+            node = child
+        leaf = node.setdefault(parts[-1], [])
+        if isinstance(leaf, dict):
+            leaf.setdefault("non_field_errors", []).append(message)
+        else:
+            leaf.append(message)
+    return _lists_for_indexes(tree)
+
+
+def _lists_for_indexes(node: Any) -> Any:
+    """{"0": {...}, "2": {...}} -> [{...}, {}, {...}], like DRF's errors for a list of objects."""
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _lists_for_indexes(value) for key, value in node.items()}
+    if converted and all(key.isdigit() for key in converted):
+        items: list[Any] = [{} for _ in range(max(map(int, converted)) + 1)]
+        for key, value in converted.items():
+            items[int(key)] = value
+        return items
+    return converted
+
+
+class HilosSandbox:
+    """The sandbox server on 127.0.0.1 (port 0 = any free port), serving in a background thread."""
+
+    def __init__(self, token: str, settings: SandboxSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.state = SandboxState(token, settings)
+        run_request_problems({})  # load the schema now, not on the first run
+        self._server = _SandboxServer((host, port), self.state)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="hilos-sandbox", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + BASE_PATH
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.stopping.set()  # wakes slow answers and latency waits
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

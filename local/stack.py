@@ -1,0 +1,394 @@
+"""The local stack: moto (or AWS_ENDPOINT_URL), the Hilos sandbox (or HILOS_API_URL), the functions of
+template.yaml in Lambda-like execution environments, the HTTP front and the SQS pollers.
+
+``LocalStack.start()`` brings everything up on 127.0.0.1 and writes ``<state dir>/stack.json`` last,
+so that its presence means "ready"; ``stop()`` takes down whatever was started, in reverse order,
+and removes stack.json. Both are safe to call after a partial start.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import secrets
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.events import REGION
+from local.functions import (
+    FunctionRuntime,
+    FunctionSpec,
+    Invocation,
+    SqsEventSource,
+    function_specs,
+    http_routes,
+    sqs_event_sources,
+)
+from local.sandbox import FaultKind, SandboxSettings
+from local.stack_resources import StackResources, create_stack_resources
+
+log = logging.getLogger("local")
+
+STACK_FILE = "stack.json"
+# Local fake credentials: moto accepts any; they are what the printed `aws` command uses too.
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+_AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+# With the sandbox, a slow answer should cost seconds, not the deployed 20 s.
+SANDBOX_READ_TIMEOUT_SECONDS = 2.0
+SAMPLE_FLOW_ID = "a3ff7ee5-0c11-49e2-a0d6-7e316626f7b1"
+
+
+@dataclass
+class LocalConfig:
+    """What `python -m local` is told by its flags and the environment (see local/__main__.py)."""
+
+    api_port: int = 3000
+    sandbox_port: int = 4010
+    moto_port: int = 5005
+    state_dir: Path = Path(".local")
+    visibility_timeout: int | None = None  # None: the template's
+    concurrency: int = 4
+    pollers: int = 1
+    hilos_read_timeout: float | None = None  # None: SANDBOX_READ_TIMEOUT_SECONDS with the sandbox
+    fault_rate: float = 0.0
+    fault_mix: dict[FaultKind, float] = field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
+    latency_ms: int = 0
+    retry_after_seconds: int = 1
+    # Real services, from the environment.
+    hilos_api_url: str | None = None
+    hilos_token: str | None = None
+    hilos_run_path: str | None = None
+    aws_endpoint_url: str | None = None
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str], **flags: Any) -> LocalConfig:
+        return cls(
+            hilos_api_url=environ.get("HILOS_API_URL") or None,
+            hilos_token=environ.get("HILOS_TOKEN") or None,
+            hilos_run_path=environ.get("HILOS_RUN_PATH") or None,
+            aws_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+            **flags,
+        )
+
+
+class ConfigurationProblem(Exception):
+    """The local stack cannot start as configured; the message says what to do."""
+
+
+class _EndpointSession:
+    """A boto3 session whose clients all talk to one endpoint (moto, or AWS_ENDPOINT_URL)."""
+
+    def __init__(self, endpoint_url: str, region: str, credentials: dict[str, str]) -> None:
+        import boto3
+
+        self._endpoint_url = endpoint_url
+        self._session = boto3.session.Session(
+            region_name=region,
+            aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
+            profile_name=credentials.get("AWS_PROFILE"),
+        )
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self._session.client(service, endpoint_url=self._endpoint_url, **kwargs)
+
+
+class LocalStack:
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        self.api_token = secrets.token_urlsafe(24)
+        self.info: dict[str, Any] = {}
+        self._stoppers: list[tuple[str, Callable[[], None]]] = []
+        self._runtimes: dict[str, FunctionRuntime] = {}
+        self._stop_lock = threading.Lock()
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self) -> float:
+        """Start everything; returns the seconds it took."""
+        started = time.monotonic()
+        config = self.config
+        if config.hilos_api_url and not config.hilos_token:
+            raise ConfigurationProblem(
+                "HILOS_API_URL is set, so the Hilos token must come from HILOS_TOKEN (it goes into the local "
+                "secret and is never printed): `read -rs HILOS_TOKEN && export HILOS_TOKEN`, then start again"
+            )
+        aws_endpoint, region, credentials = self._start_aws()
+        hilos_url, hilos_token, sandbox_url = self._start_hilos()
+        parameters = {"HilosApiUrl": hilos_url}
+        if config.hilos_run_path:
+            parameters["HilosRunPath"] = config.hilos_run_path
+        session = _EndpointSession(aws_endpoint, region, credentials)
+        stack = create_stack_resources(session, hilos_token=hilos_token, parameters=parameters)
+        sources = sqs_event_sources(stack)
+        sqs = session.client("sqs")
+        self._override_visibility(sqs, sources)
+
+        function_environment = {
+            "AWS_ENDPOINT_URL": aws_endpoint,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            **credentials,
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+            **self._settings_environment(stack, sandbox=sandbox_url is not None),
+        }
+        specs = function_specs(stack, function_environment)
+        self._start_functions(specs)
+        api_url = self._start_front(stack)
+        self._start_pollers(session, sources)
+        elapsed = time.monotonic() - started
+        endpoints = {
+            "api_url": api_url,
+            "hilos_url": hilos_url,
+            "sandbox_url": sandbox_url,
+            "aws_endpoint_url": aws_endpoint,
+            "aws_region": region,
+            "moto": not config.aws_endpoint_url,  # started by this stack (else AWS_ENDPOINT_URL's)
+        }
+        self.info = {**self._describe(stack, sources, specs, endpoints), "startup_seconds": round(elapsed, 2)}
+        self._write_stack_file()
+        return elapsed
+
+    def _start_aws(self) -> tuple[str, str, dict[str, str]]:
+        if self.config.aws_endpoint_url:
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or REGION
+            credentials = {name: os.environ[name] for name in _AWS_CREDENTIAL_VARIABLES if name in os.environ}
+            return self.config.aws_endpoint_url, region, credentials or dict(FAKE_CREDENTIALS)
+        from moto.server import ThreadedMotoServer
+
+        # moto logs every request through werkzeug; the pollers' long polls would flood the console.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.moto_port, verbose=False)
+        server.start()
+        self._stoppers.append(("moto", server.stop))
+        host, port = server.get_host_and_port()
+        return f"http://{host}:{port}", REGION, dict(FAKE_CREDENTIALS)
+
+    def _start_hilos(self) -> tuple[str, str, str | None]:
+        """(Hilos base URL, the token for the secret, the sandbox URL or None)."""
+        config = self.config
+        if config.hilos_api_url:
+            return config.hilos_api_url.rstrip("/"), str(config.hilos_token), None
+        from local.sandbox import HilosSandbox
+
+        token = f"sandbox-{secrets.token_urlsafe(18)}"  # a fresh one per start; only the secret holds it
+        settings = SandboxSettings(
+            rate=config.fault_rate,
+            mix=config.fault_mix,
+            latency_ms=config.latency_ms,
+            retry_after_seconds=config.retry_after_seconds,
+            # Answer "slow" faults after the functions' read timeout, so they really time out.
+            slow_seconds=self._read_timeout(sandbox=True) + 1,
+        )
+        sandbox = HilosSandbox(token, settings, port=config.sandbox_port)
+        sandbox.start()
+        self._stoppers.append(("sandbox", sandbox.stop))
+        return sandbox.api_url, token, sandbox.url
+
+    def _read_timeout(self, *, sandbox: bool) -> float:
+        if self.config.hilos_read_timeout is not None:
+            return self.config.hilos_read_timeout
+        from_environment = os.environ.get("HILOS_READ_TIMEOUT_SECONDS")
+        if from_environment:
+            return float(from_environment)
+        if sandbox:
+            return SANDBOX_READ_TIMEOUT_SECONDS
+        from hilos_runner.settings import Settings
+
+        return Settings().hilos_read_timeout_seconds
+
+    def _settings_environment(self, stack: StackResources, *, sandbox: bool) -> dict[str, str]:
+        """Function settings exported in this shell that the template does not set (HILOS_CONNECT_RETRIES, ...),
+        and the local read timeout."""
+        from hilos_runner.settings import Settings
+
+        set_by_template = {
+            name
+            for logical_id in stack.resources_of_type("AWS::Serverless::Function")
+            for name in stack.function_environment(logical_id)
+        }
+        variables = {
+            name.upper(): os.environ[name.upper()]
+            for name in Settings.model_fields
+            if name.upper() in os.environ and name.upper() not in set_by_template
+        }
+        variables["HILOS_READ_TIMEOUT_SECONDS"] = f"{self._read_timeout(sandbox=sandbox):g}"
+        return variables
+
+    def _override_visibility(self, sqs: Any, sources: list[SqsEventSource]) -> None:
+        if self.config.visibility_timeout is None:
+            return
+        for source in sources:
+            sqs.set_queue_attributes(
+                QueueUrl=source.queue_url, Attributes={"VisibilityTimeout": str(self.config.visibility_timeout)}
+            )
+
+    def _start_functions(self, specs: dict[str, FunctionSpec]) -> None:
+        for logical_id, spec in specs.items():
+            self._runtimes[logical_id] = FunctionRuntime(spec, self.config.concurrency)
+        self._stoppers.append(("functions", self._close_runtimes))
+        # Init phases in parallel: each is a Python start plus the handler's imports.
+        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+            for future in [pool.submit(runtime.start) for runtime in self._runtimes.values()]:
+                future.result()
+
+    def _close_runtimes(self) -> None:
+        for runtime in self._runtimes.values():
+            runtime.close()
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Invocation:
+        return self._runtimes[logical_id].invoke(event)
+
+    def _start_front(self, stack: StackResources) -> str:
+        from local.front import HttpFront
+
+        front = HttpFront(self.api_token, http_routes(stack), self.invoke, port=self.config.api_port)
+        front.start()
+        self._stoppers.append(("http front", front.stop))
+        return front.url
+
+    def _start_pollers(self, session: _EndpointSession, sources: list[SqsEventSource]) -> None:
+        from local.poller import SqsPoller
+
+        pollers = []
+        for source in sources:
+            for number in range(self.config.pollers):
+                # Each poller gets its own client: a long poll holds a connection.
+                poller = SqsPoller(
+                    session.client("sqs"),
+                    source,
+                    functools.partial(self.invoke, source.function_logical_id),
+                    name=f"poller-{source.queue_logical_id}-{number}",
+                )
+                poller.start()
+                pollers.append(poller)
+
+        def stop_pollers() -> None:
+            for poller in pollers:
+                poller.request_stop()
+            for poller in pollers:
+                poller.join()
+
+        self._stoppers.append(("pollers", stop_pollers))
+
+    # -- what scripts and people are told ---------------------------------------------------
+    def _describe(
+        self,
+        stack: StackResources,
+        sources: list[SqsEventSource],
+        specs: dict[str, FunctionSpec],
+        endpoints: dict[str, Any],
+    ) -> dict[str, Any]:
+        def physical_ids(resource_type: str) -> dict[str, str]:
+            return {logical_id: stack.physical_ids[logical_id] for logical_id in stack.resources_of_type(resource_type)}
+
+        tables = physical_ids("AWS::DynamoDB::Table")
+        source = sources[0] if sources else None
+        return {
+            "api_url": endpoints["api_url"],
+            "api_token": self.api_token,
+            "queue_url": source.queue_url if source else None,
+            "dlq_url": _dead_letter_queue_url(stack, source) if source else None,
+            "executions_table": tables.get("ExecutionsTable"),
+            "idempotency_table": tables.get("IdempotencyTable"),
+            **endpoints,
+            "queues": physical_ids("AWS::SQS::Queue"),
+            "tables": tables,
+            "functions": {logical_id: spec.function_name for logical_id, spec in specs.items()},
+            "event_sources": [
+                {
+                    "queue": s.queue_logical_id,
+                    "function": s.function_logical_id,
+                    "batch_size": s.batch_size,
+                    "batching_window_seconds": s.batching_window_seconds,
+                    "report_batch_item_failures": s.report_batch_item_failures,
+                }
+                for s in sources
+            ],
+            "pid": os.getpid(),
+        }
+
+    def _write_stack_file(self) -> None:
+        # Written last and atomically: its presence means the stack is ready. It holds the local API
+        # token (only good for this stack), never a Hilos token.
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self.config.state_dir / STACK_FILE
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.info, indent=2) + "\n")
+        partial.chmod(0o600)
+        partial.replace(target)
+
+    def banner(self) -> str:
+        info = self.info
+        auth = f"-H 'Authorization: Bearer {info['api_token']}'"
+        body = json.dumps({"contact_list": [{"phone": "+5215512345678", "first_name": "Ana"}]})
+        sandbox = info["sandbox_url"]
+        hilos_note = f"sandbox; {sandbox}/_sandbox/stats, {sandbox}/_sandbox/faults" if sandbox else "HILOS_API_URL"
+        aws_note = "AWS_ENDPOINT_URL" if self.config.aws_endpoint_url else "moto: Secrets Manager, SQS, DynamoDB"
+        lines = [
+            f"hilos-runner local stack is up in {info['startup_seconds']:.1f} s",
+            f"  API      {info['api_url']}   (Authorization: Bearer {info['api_token']})",
+            f"  Hilos    {info['hilos_url']}   ({hilos_note})",
+            f"  AWS      {info['aws_endpoint_url']}   ({aws_note}; region {info['aws_region']})",
+            f"  Tables   {info['executions_table']} (executions), {info['idempotency_table']} (idempotency)",
+        ]
+        if info["queue_url"]:
+            lines.append(f"  Queue    {info['queue_url']}")
+            lines.append(f"  DLQ      {info['dlq_url']}")
+        lines += [
+            f"  State    {self.config.state_dir / STACK_FILE}",
+            "",
+            "Start a run:",
+            f"  curl -sS -X POST {info['api_url']}/flows/{SAMPLE_FLOW_ID}/runs {auth} "
+            f"-H 'Content-Type: application/json' -d '{body}'",
+        ]
+        if info["queue_url"]:
+            message = json.dumps({"flow_id": SAMPLE_FLOW_ID, **json.loads(body)})
+            lines += [
+                "Put a run on the queue:",
+                "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION="
+                f"{info['aws_region']} aws --endpoint-url {info['aws_endpoint_url']} sqs send-message "
+                f"--queue-url {info['queue_url']} --message-body {shlex.quote(message)}",
+            ]
+        lines += ["", "Ctrl-C stops everything."]
+        return "\n".join(lines)
+
+    # -- stop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        with self._stop_lock:
+            stoppers, self._stoppers = self._stoppers, []
+        (self.config.state_dir / STACK_FILE).unlink(missing_ok=True)
+        for name, stop in reversed(stoppers):
+            try:
+                stop()
+            except Exception:  # keep stopping the rest
+                log.exception("stopping %s failed", name)
+
+
+def _dead_letter_queue_url(stack: StackResources, source: SqsEventSource) -> str | None:
+    queue = stack.template["Resources"][source.queue_logical_id]
+    policy = stack.resolve(queue.get("Properties", {}).get("RedrivePolicy"))
+    if isinstance(policy, str):
+        policy = json.loads(policy)
+    if not isinstance(policy, dict):
+        return None
+    arn = policy.get("deadLetterTargetArn")
+    for (logical_id, attribute), value in stack.attributes.items():
+        if attribute == "Arn" and value == arn:
+            return stack.physical_ids[logical_id]
+    return None
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S"
+    )
