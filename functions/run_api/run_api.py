@@ -11,13 +11,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hilos_runner import http
+from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkRunStatus
+from hilos_runner.contacts_input import media_type_of, parse_contacts, variables_from_json
 from hilos_runner.errors import HilosRunnerError, NotFoundError
 from hilos_runner.executions import ExecutionRecord, RunPage, RunSource, RunStatus
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunCommand, RunResult
 from hilos_runner.settings import get_settings
-from hilos_runner.wiring import execution_store, idempotency_config, start_run
+from hilos_runner.wiring import bulk_service, execution_store, idempotency_config, start_run, submit_bulk
 
 API_TITLE = "hilos-runner"
 API_VERSION = "1.0.0"
@@ -84,6 +86,49 @@ def list_runs(
     return _json(200, execution_store().list_for_flow(flow_id, limit=limit, cursor=cursor).model_dump_json())
 
 
+@app.post(
+    "/flows/<flow_id>/bulk-runs",
+    summary="Queue a flow for a large contact list (JSON or CSV)",
+    description="Body: application/json `{contact_list, has_priority, flow_execution_variables}` (or a bare list "
+    "of contacts), or text/csv with a header row of contact fields (empty cell = absent; tags and "
+    "default_assignees `;`-separated, meta a JSON object, booleans true/false). Every contact is validated "
+    "first: one bad row rejects the whole list (422 naming each row and field) and nothing is queued.",
+    responses={202: {"description": "Queued", "content": {http.JSON_CONTENT_TYPE: {"model": BulkAccepted}}}}
+    | _errors(409, 413, 415, 422, 503),
+)
+def create_bulk_run(
+    flow_id: UUID,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key."),
+    ] = None,
+    has_priority: Annotated[bool | None, Query(description="For CSV or bare-list bodies.")] = None,
+    flow_execution_variables: Annotated[
+        str | None, Query(max_length=16_384, description="JSON object; for CSV or bare-list bodies.")
+    ] = None,
+):
+    event = app.current_event
+    request = parse_contacts(
+        event.decoded_body or "",
+        media_type_of(event.headers.get("content-type")),
+        has_priority=has_priority,
+        flow_execution_variables=variables_from_json(flow_execution_variables, field="query.flow_execution_variables"),
+        location="body",
+    )
+    accepted = submit_bulk(BulkCommand(flow_id=flow_id, request=request, idempotency_key=idempotency_key))
+    return _json(202, accepted.model_dump_json(), {"Location": accepted.status_url})
+
+
+@app.get(
+    "/bulk-runs/<bulk_id>",
+    summary="Follow a bulk run: counts per status and every chunk's status and Hilos execution",
+    responses={200: {"description": "Progress", "content": {http.JSON_CONTENT_TYPE: {"model": BulkRunStatus}}}}
+    | _errors(404, 422),
+)
+def get_bulk_run(bulk_id: UUID):
+    return _json(200, bulk_service().status(bulk_id).model_dump_json())
+
+
 @cache
 def _openapi_document() -> str:
     return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
@@ -125,11 +170,12 @@ def _unexpected(_: Exception):
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config().register_lambda_context(context)
-    if len(event.get("body") or "") > get_settings().max_body_bytes:
+    settings = get_settings()
+    # Contact files are larger than run bodies; everything else keeps the small limit.
+    is_bulk = str(event.get("rawPath", "")).endswith("/bulk-runs")
+    limit = settings.bulk_max_body_bytes if is_bulk else settings.max_body_bytes
+    if len(event.get("body") or "") > limit:
         return http.api_gateway_error(
-            413,
-            "body_too_large",
-            f"the body exceeds {get_settings().max_body_bytes} bytes",
-            [{"field": "body", "reason": "too large"}],
+            413, "body_too_large", f"the body exceeds {limit} bytes", [{"field": "body", "reason": "too large"}]
         )
     return app.resolve(event, context)

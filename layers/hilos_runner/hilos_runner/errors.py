@@ -40,6 +40,12 @@ class InvalidRequestError(HilosRunnerError):
     code = "validation_error"
 
 
+class UnsupportedMediaTypeError(HilosRunnerError):
+    """The body is in a format the route does not read (bulk runs take JSON or CSV)."""
+
+    code = "unsupported_media_type"
+
+
 class IdempotencyInProgressError(HilosRunnerError):
     """A request with the same idempotency key is still being processed."""
 

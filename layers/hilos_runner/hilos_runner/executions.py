@@ -11,6 +11,8 @@ Table layout (template.yaml ``ExecutionsTable``):
 import base64
 import binascii
 import json
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -21,6 +23,11 @@ from pydantic import BaseModel, Field
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
 
 FLOW_INDEX_NAME = "by-flow"
+# DynamoDB's per-call limits for BatchWriteItem and BatchGetItem.
+_BATCH_WRITE_ITEMS = 25
+_BATCH_GET_KEYS = 100
+_BATCH_ATTEMPTS = 5
+_BATCH_BACKOFF_SECONDS = 0.05
 
 
 class RunStatus(StrEnum):
@@ -56,6 +63,7 @@ class ExecutionRecord(BaseModel):
     last_error: str | None = None
     parent_id: UUID | None = None
     chunk_index: int | None = None
+    num_chunks: int | None = Field(default=None, description="Set on the parent record of a bulk run.")
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 
@@ -74,15 +82,50 @@ class ExecutionStore:
         self._ttl = timedelta(days=ttl_days)
 
     def put(self, record: ExecutionRecord) -> None:
-        item = _to_item(record)
-        item["expires_at"] = {"N": str(int((record.created_at + self._ttl).timestamp()))}
-        if record.parent_id is None:
-            item["listed_flow_id"] = item["flow_id"]
-        self._call("put_item", TableName=self._table, Item=item)
+        self._call("put_item", TableName=self._table, Item=self._item(record))
+
+    def put_many(self, records: Sequence[ExecutionRecord]) -> None:
+        """Write many records with BatchWriteItem (25 per call); unprocessed items are retried, bounded."""
+        for start in range(0, len(records), _BATCH_WRITE_ITEMS):
+            batch = records[start : start + _BATCH_WRITE_ITEMS]
+            pending: dict[str, Any] = {self._table: [{"PutRequest": {"Item": self._item(record)}} for record in batch]}
+            for attempt in range(_BATCH_ATTEMPTS):
+                pending = self._call("batch_write_item", RequestItems=pending).get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(_BATCH_BACKOFF_SECONDS * 2**attempt)  # DynamoDB throttled part of the batch
+            if pending:
+                raise DependencyUnavailableError("DynamoDB batch_write_item left items unprocessed (throttled)")
 
     def get(self, run_id: UUID) -> ExecutionRecord | None:
         answer = self._call("get_item", TableName=self._table, Key={"run_id": {"S": str(run_id)}}, ConsistentRead=True)
         return _from_item(answer["Item"]) if "Item" in answer else None
+
+    def get_many(self, run_ids: Sequence[UUID]) -> dict[UUID, ExecutionRecord]:
+        """The records that exist among ``run_ids`` (BatchGetItem, 100 keys per call, consistent reads)."""
+        found: dict[UUID, ExecutionRecord] = {}
+        for start in range(0, len(run_ids), _BATCH_GET_KEYS):
+            keys = [{"run_id": {"S": str(run_id)}} for run_id in run_ids[start : start + _BATCH_GET_KEYS]]
+            pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            for attempt in range(_BATCH_ATTEMPTS):
+                answer = self._call("batch_get_item", RequestItems=pending)
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    record = _from_item(item)
+                    found[record.run_id] = record
+                pending = answer.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(_BATCH_BACKOFF_SECONDS * 2**attempt)
+            if pending:
+                raise DependencyUnavailableError("DynamoDB batch_get_item left keys unprocessed (throttled)")
+        return found
+
+    def _item(self, record: ExecutionRecord) -> dict[str, dict[str, str]]:
+        item = _to_item(record)
+        item["expires_at"] = {"N": str(int((record.created_at + self._ttl).timestamp()))}
+        if record.parent_id is None:
+            item["listed_flow_id"] = item["flow_id"]
+        return item
 
     def list_for_flow(self, flow_id: UUID, *, limit: int, cursor: str | None) -> RunPage:
         query: dict[str, Any] = {

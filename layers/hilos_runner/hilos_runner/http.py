@@ -31,6 +31,7 @@ class ErrorBody(BaseModel):
 # Domain error -> HTTP status. Checked in order: subclasses before their bases.
 _STATUS_BY_ERROR: tuple[tuple[type[errors.HilosRunnerError], int], ...] = (
     (errors.InvalidRequestError, 422),
+    (errors.UnsupportedMediaTypeError, 415),
     (errors.IdempotencyKeyReusedError, 422),
     (errors.IdempotencyInProgressError, 409),
     (errors.NotFoundError, 404),

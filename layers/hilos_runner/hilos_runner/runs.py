@@ -23,6 +23,11 @@ from hilos_runner.models import FlowExecution, FlowRunRequest
 from hilos_runner.observability import logger, metrics
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+# A caller's key, or one derived from it for the n-th Hilos call of a split message ("key#n"). Callers'
+# keys cannot contain '#', so a derived key never collides with a key someone chose.
+RUN_IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}(#[0-9]{1,6})?$"
+# A run in one of these states may have reached Hilos: it is never sent again.
+_MAYBE_SENT = (RunStatus.SENDING, RunStatus.SUBMITTED, RunStatus.UNKNOWN)
 
 
 class RunCommand(BaseModel):
@@ -31,8 +36,10 @@ class RunCommand(BaseModel):
     flow_id: UUID
     request: FlowRunRequest
     source: RunSource
-    idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
-    run_id: UUID | None = None  # set when a record already exists (a queued bulk chunk)
+    idempotency_key: str | None = Field(default=None, pattern=RUN_IDEMPOTENCY_KEY_PATTERN)
+    # Set for queued runs: a bulk chunk's existing record, or an id derived from the SQS message, so
+    # that a redelivery finds what an earlier attempt did.
+    run_id: UUID | None = None
     parent_id: UUID | None = None
     chunk_index: int | None = None
     attempt: int = 1
@@ -58,6 +65,11 @@ class RunService:
         self._store = store
 
     def start(self, command: RunCommand) -> RunResult:
+        # Idempotency records expire and a worker can die mid-call: the execution record is the
+        # lasting memory of whether this run may already have reached Hilos.
+        existing = self._store.get(command.run_id) if command.run_id else None
+        if existing is not None and existing.status in _MAYBE_SENT:
+            return self._not_resent(existing)
         record = ExecutionRecord(
             flow_id=command.flow_id,
             source=command.source,
@@ -68,6 +80,7 @@ class RunService:
             chunk_index=command.chunk_index,
             attempts=command.attempt,
             **({"run_id": command.run_id} if command.run_id else {}),
+            **({"created_at": existing.created_at} if existing else {}),
         )
         self._store.put(record)  # fails before anything is sent: the caller may simply retry
         try:
@@ -90,6 +103,22 @@ class RunService:
         metrics.add_metric(name="RunsSubmitted", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="ContactsSubmitted", unit=MetricUnit.Count, value=record.num_contacts)
         return RunResult(run=record, hilos=execution)
+
+    def _not_resent(self, existing: ExecutionRecord) -> RunResult:
+        logger.info(
+            "run already sent to Hilos earlier; not sending it again",
+            extra={"run_id": str(existing.run_id), "status": existing.status},
+        )
+        if existing.status is RunStatus.SENDING:
+            # An earlier attempt stopped between sending and recording the answer.
+            self._finish(
+                existing,
+                status=RunStatus.UNKNOWN,
+                last_error="an earlier attempt stopped after sending the run to Hilos; it may have started "
+                "and is not resent",
+            )
+            metrics.add_metric(name="RunsUnknown", unit=MetricUnit.Count, value=1)
+        return RunResult(run=existing)
 
     def _finish(self, record: ExecutionRecord, **changes: Any) -> None:
         for name, value in changes.items():

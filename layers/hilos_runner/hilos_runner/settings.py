@@ -12,6 +12,7 @@ from functools import cache
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from hilos_runner.errors import ConfigurationError
+from hilos_runner.models import MAX_CONTACTS_PER_RUN
 
 
 class Settings(BaseModel):
@@ -38,6 +39,24 @@ class Settings(BaseModel):
 
     # API limits
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_000_000)
+    # POST /flows/{id}/bulk-runs takes whole contact files. Lambda's synchronous payload limit is 6 MB
+    # for the whole event, in which the body is a JSON string (quotes escaped): 5 MB leaves room.
+    bulk_max_body_bytes: int = Field(default=5_000_000, ge=1024, le=6_000_000)
+
+    # Queued runs (SQS)
+    runs_queue_url: str = ""
+    # Contacts per queued message and per Hilos call (README, "Chunk size").
+    bulk_chunk_size: int = Field(default=250, ge=1, le=MAX_CONTACTS_PER_RUN)
+    # Records of one SQS batch processed at the same time by one worker invocation.
+    worker_concurrency: int = Field(default=10, ge=1, le=64)
+    # Time kept free after a Hilos call's worst case (connect retries + read timeout) for bookkeeping.
+    worker_call_margin_seconds: float = Field(default=5.0, ge=0, le=120)
+    # A failed record comes back after base * 2^(attempt-1) seconds, or after Hilos' Retry-After,
+    # never later than the cap (SQS allows at most 12 h of visibility timeout per message).
+    retry_base_delay_seconds: int = Field(default=10, ge=0, le=43_200)
+    retry_after_max_seconds: int = Field(default=300, ge=1, le=43_200)
+    # The queue's redrive maxReceiveCount: the attempt that reaches it is the last one.
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
 
     @field_validator("hilos_api_url")
     @classmethod
@@ -63,6 +82,12 @@ class Settings(BaseModel):
 
     def run_url(self, flow_id: object) -> str:
         return self.hilos_api_url + self.hilos_run_path.format(flow_id=flow_id)
+
+    @property
+    def hilos_call_budget_seconds(self) -> float:
+        """The longest one Hilos call can take (every connect attempt, then the read), plus the margin."""
+        connect = self.hilos_connect_timeout_seconds * (1 + self.hilos_connect_retries)
+        return connect + self.hilos_read_timeout_seconds + self.worker_call_margin_seconds
 
 
 @cache

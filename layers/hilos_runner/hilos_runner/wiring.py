@@ -4,7 +4,9 @@ Nothing here runs at import time, so tests can start their mocks before any clie
 warm Lambda invocation constructs nothing. ``reset()`` drops the cache (tests, local stack reloads).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +18,15 @@ from hilos_runner.errors import (
 from hilos_runner.settings import get_settings
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
+    from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkRunService
     from hilos_runner.credentials import HilosTokenSource
     from hilos_runner.executions import ExecutionStore
     from hilos_runner.hilos import HilosClient
+    from hilos_runner.queue import QueueSender
     from hilos_runner.runs import RunCommand, RunResult, RunService
+    from hilos_runner.worker import QueuedRunWorker
 
 
 @cache
@@ -45,6 +50,11 @@ def dynamodb_client() -> Any:
 
 
 @cache
+def sqs_client() -> Any:
+    return boto3_session().client("sqs", config=_boto_config())
+
+
+@cache
 def secrets_client() -> Any:
     return boto3_session().client("secretsmanager", config=_boto_config())
 
@@ -65,7 +75,9 @@ def hilos_client() -> "HilosClient":
     from hilos_runner.hilos import HilosClient, build_session
 
     settings = get_settings()
-    return HilosClient(settings, token_source().get, build_session(settings.hilos_connect_retries))
+    # One pooled connection per concurrently processed record of a worker batch.
+    pool_size = max(10, settings.worker_concurrency)
+    return HilosClient(settings, token_source().get, build_session(settings.hilos_connect_retries, pool_size))
 
 
 @cache
@@ -96,15 +108,45 @@ def idempotency_config() -> "IdempotencyConfig":
 
 
 @cache
+def queue_sender() -> "QueueSender":
+    from hilos_runner.queue import QueueSender
+
+    return QueueSender(sqs_client(), get_settings().runs_queue_url)
+
+
+@cache
+def bulk_service() -> "BulkRunService":
+    from hilos_runner.bulk import BulkRunService
+
+    return BulkRunService(execution_store(), queue_sender(), get_settings().bulk_chunk_size)
+
+
+@cache
+def queued_run_worker() -> "QueuedRunWorker":
+    from hilos_runner.worker import QueuedRunWorker
+
+    return QueuedRunWorker(get_settings(), execution_store(), queue_sender(), start_run)
+
+
+@cache
+def record_executor() -> ThreadPoolExecutor:
+    """Threads for the records of one SQS batch; its size is the worker's concurrency bound."""
+    return ThreadPoolExecutor(max_workers=get_settings().worker_concurrency, thread_name_prefix="record")
+
+
+def _persistence() -> "DynamoDBPersistenceLayer":
+    # One per idempotent function: Powertools keeps the function's key prefix on the persistence object.
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table_name, boto3_client=dynamodb_client())
+
+
+@cache
 def _idempotent_start() -> "Callable[..., RunResult]":
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
     from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 
     from hilos_runner.runs import RunResult
-
-    persistence = DynamoDBPersistenceLayer(
-        table_name=get_settings().idempotency_table_name, boto3_client=dynamodb_client()
-    )
 
     def start(command: "RunCommand") -> RunResult:
         return run_service().start(command)
@@ -112,17 +154,35 @@ def _idempotent_start() -> "Callable[..., RunResult]":
     return idempotent_function(
         start,
         data_keyword_argument="command",
-        persistence_store=persistence,
+        persistence_store=_persistence(),
         config=idempotency_config(),
         output_serializer=PydanticSerializer(RunResult),
         key_prefix="run",
     )
 
 
-def start_run(command: "RunCommand") -> "RunResult":
-    """Start a run; with an idempotency key, at most once per key (Powertools idempotency)."""
-    if command.idempotency_key is None:
-        return run_service().start(command)
+@cache
+def _idempotent_bulk_submit() -> "Callable[..., BulkAccepted]":
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+
+    from hilos_runner.bulk import BulkAccepted
+
+    def submit(command: "BulkCommand") -> BulkAccepted:
+        return bulk_service().submit(command)
+
+    return idempotent_function(
+        submit,
+        data_keyword_argument="command",
+        persistence_store=_persistence(),
+        config=idempotency_config(),
+        output_serializer=PydanticSerializer(BulkAccepted),
+        key_prefix="bulk",
+    )
+
+
+@contextmanager
+def _idempotency_errors_as_domain_errors() -> Iterator[None]:
     from aws_lambda_powertools.utilities.idempotency.exceptions import (
         IdempotencyAlreadyInProgressError,
         IdempotencyPersistenceLayerError,
@@ -130,7 +190,7 @@ def start_run(command: "RunCommand") -> "RunResult":
     )
 
     try:
-        return _idempotent_start()(command=command)
+        yield
     except IdempotencyValidationError:
         raise IdempotencyKeyReusedError(
             "this idempotency key was already used with a different flow or body",
@@ -142,6 +202,22 @@ def start_run(command: "RunCommand") -> "RunResult":
         raise DependencyUnavailableError("the idempotency store is unavailable") from exc
 
 
+def start_run(command: "RunCommand") -> "RunResult":
+    """Start a run; with an idempotency key, at most once per key (Powertools idempotency)."""
+    if command.idempotency_key is None:
+        return run_service().start(command)
+    with _idempotency_errors_as_domain_errors():
+        return _idempotent_start()(command=command)
+
+
+def submit_bulk(command: "BulkCommand") -> "BulkAccepted":
+    """Queue a bulk run; with an idempotency key, a repeat gets the first answer without re-queuing."""
+    if command.idempotency_key is None:
+        return bulk_service().submit(command)
+    with _idempotency_errors_as_domain_errors():
+        return _idempotent_bulk_submit()(command=command)
+
+
 def reset() -> None:
     """Forget every cached client and setting (tests and the local stack's reload)."""
     for factory in (
@@ -149,11 +225,19 @@ def reset() -> None:
         boto3_session,
         dynamodb_client,
         secrets_client,
+        sqs_client,
         token_source,
         hilos_client,
         execution_store,
         run_service,
         idempotency_config,
         _idempotent_start,
+        queue_sender,
+        bulk_service,
+        queued_run_worker,
+        _idempotent_bulk_submit,
     ):
         factory.cache_clear()
+    if record_executor.cache_info().currsize:
+        record_executor().shutdown(wait=False)
+    record_executor.cache_clear()

@@ -1,0 +1,220 @@
+"""Bulk runs: a large contact list split into queued chunks, and the progress of those chunks.
+
+``submit`` writes a record per chunk (QUEUED) and then the parent record *before* sending anything,
+so nothing is ever on the queue without a record. Chunk record ids are derived from the bulk id
+(``chunk_run_id``), so the parent finds its chunks with one BatchGetItem and no index.
+
+With an Idempotency-Key the bulk id is derived from (flow, key, body): a repeat within the
+idempotency TTL gets the first 202 from Powertools; a repeat after a failed submit (some chunks could
+not be queued, 503) resumes it, re-sending only the chunks not yet run. Without a key every submit is
+a new bulk run.
+"""
+
+import hashlib
+from collections import Counter
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID, uuid4, uuid5
+
+from pydantic import BaseModel, Field
+
+from hilos_runner.chunking import chunk_messages, chunk_run_id
+from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
+from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus
+from hilos_runner.messages import BulkRunRequest, QueuedRun
+from hilos_runner.observability import logger
+from hilos_runner.queue import QueueSender
+from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
+
+_BULK_ID_NAMESPACE = UUID("6f0b1c9e-3d0a-4f7e-9a51-2a7c4c1d8e3b")
+_NOT_QUEUED_PREFIX = "not queued: "
+
+
+class BulkCommand(BaseModel):
+    """A bulk submit; also the idempotency payload (key + [flow_id, request])."""
+
+    flow_id: UUID
+    request: BulkRunRequest
+    idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+
+
+class BulkAccepted(BaseModel):
+    id: UUID = Field(description="The bulk run's id (also its parent execution record).")
+    num_contacts: int
+    chunks: int = Field(description="Queued messages, one Hilos call each.")
+    status_url: str = Field(description="Where to follow the bulk run: GET /bulk-runs/{id}.")
+
+
+class BulkProgress(StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"  # some chunk is queued or being sent
+    COMPLETED = "COMPLETED"  # every chunk was accepted by Hilos
+    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk finished, some not SUBMITTED
+
+
+class BulkChunkStatus(BaseModel):
+    run_id: UUID
+    chunk_index: int | None
+    status: RunStatus
+    num_contacts: int
+    hilos_execution_id: UUID | None = None
+    hilos_status: str | None = None
+    attempts: int
+    last_error: str | None = None
+    updated_at: datetime
+
+
+class BulkRunStatus(BaseModel):
+    id: UUID
+    flow_id: UUID
+    status: BulkProgress
+    num_contacts: int
+    num_chunks: int
+    created_at: datetime
+    chunks_by_status: dict[RunStatus, int]
+    contacts_by_status: dict[RunStatus, int]
+    chunks: list[BulkChunkStatus]
+
+
+def status_url(bulk_id: UUID) -> str:
+    return f"/bulk-runs/{bulk_id}"
+
+
+class BulkRunService:
+    def __init__(self, store: ExecutionStore, sender: QueueSender, chunk_size: int) -> None:
+        self._store = store
+        self._sender = sender
+        self._chunk_size = chunk_size
+
+    def submit(self, command: BulkCommand) -> BulkAccepted:
+        request = command.request
+        bulk_id = _bulk_id(command)
+        messages = chunk_messages(command.flow_id, request, chunk_size=self._chunk_size, bulk_id=bulk_id)
+        accepted = BulkAccepted(
+            id=bulk_id, num_contacts=len(request.contact_list), chunks=len(messages), status_url=status_url(bulk_id)
+        )
+        parent = self._store.get(bulk_id) if command.idempotency_key else None
+        if parent is None:
+            pending = messages
+            self._store.put_many([_chunk_record(command.flow_id, message) for message in messages])
+            self._store.put(_parent_record(command, bulk_id, len(messages)))  # last: a parent has all its chunks
+        else:
+            pending = self._resumable(parent, messages)
+        failed = self._sender.send([message.body() for message in pending])
+        if failed:
+            self._record_not_queued(command.flow_id, [pending[index] for index in failed], failed)
+            error = DependencyUnavailableError(
+                f"{len(failed)} of {len(messages)} chunks could not be queued; repeat the request with the same "
+                "Idempotency-Key to queue them (chunks already queued are not run twice)"
+            )
+            error.run_id = str(bulk_id)
+            raise error
+        logger.info(
+            "bulk run queued",
+            extra={"bulk_id": str(bulk_id), "contacts": accepted.num_contacts, "chunks": len(pending)},
+        )
+        return accepted
+
+    def status(self, bulk_id: UUID) -> BulkRunStatus:
+        parent = self._store.get(bulk_id)
+        if parent is None or parent.num_chunks is None:
+            raise NotFoundError(f"no bulk run {bulk_id}")
+        chunk_ids = [chunk_run_id(bulk_id, index) for index in range(parent.num_chunks)]
+        found = self._store.get_many(chunk_ids)
+        chunks = [
+            BulkChunkStatus.model_validate(found[run_id], from_attributes=True)
+            for run_id in chunk_ids
+            if run_id in found
+        ]
+        statuses = {chunk.status for chunk in chunks}
+        if statuses & {RunStatus.QUEUED, RunStatus.SENDING} or len(chunks) < parent.num_chunks:
+            progress = BulkProgress.IN_PROGRESS
+        elif statuses <= {RunStatus.SUBMITTED}:
+            progress = BulkProgress.COMPLETED
+        else:
+            progress = BulkProgress.COMPLETED_WITH_ERRORS
+        contacts: Counter[RunStatus] = Counter()
+        for chunk in chunks:
+            contacts[chunk.status] += chunk.num_contacts
+        return BulkRunStatus(
+            id=bulk_id,
+            flow_id=parent.flow_id,
+            status=progress,
+            num_contacts=parent.num_contacts,
+            num_chunks=parent.num_chunks,
+            created_at=parent.created_at,
+            chunks_by_status=dict(Counter(chunk.status for chunk in chunks)),
+            contacts_by_status=dict(contacts),
+            chunks=chunks,
+        )
+
+    def _resumable(self, parent: ExecutionRecord, messages: list[QueuedRun]) -> list[QueuedRun]:
+        """The chunks of an earlier submit of the same (flow, key, body) that may not be on the queue."""
+        if parent.num_chunks != len(messages):
+            raise ConfigurationError("BULK_CHUNK_SIZE changed since this bulk run was first submitted")
+        found = self._store.get_many([_run_id(message) for message in messages])
+        pending, requeued = [], []
+        for message in messages:
+            record = found.get(_run_id(message))
+            if record is None or _not_queued(record):
+                requeued.append(message)
+                pending.append(message)
+            elif record.status is RunStatus.QUEUED:
+                pending.append(message)  # maybe on the queue already: the worker's key makes a copy harmless
+        self._store.put_many([_chunk_record(parent.flow_id, message) for message in requeued])
+        return pending
+
+    def _record_not_queued(self, flow_id: UUID, messages: list[QueuedRun], reasons: dict[int, str]) -> None:
+        records = []
+        for message, reason in zip(messages, reasons.values(), strict=True):
+            record = _chunk_record(flow_id, message)
+            record.status = RunStatus.FAILED
+            record.last_error = _NOT_QUEUED_PREFIX + reason
+            records.append(record)
+        self._store.put_many(records)
+
+
+def _bulk_id(command: BulkCommand) -> UUID:
+    if command.idempotency_key is None:
+        return uuid4()
+    body_digest = hashlib.sha256(command.request.model_dump_json(exclude_unset=True).encode()).hexdigest()
+    return uuid5(_BULK_ID_NAMESPACE, f"{command.flow_id}/{command.idempotency_key}/{body_digest}")
+
+
+def _run_id(message: QueuedRun) -> UUID:
+    if message.run_id is None:
+        raise ValueError("a bulk chunk message carries its record id")
+    return message.run_id
+
+
+def _not_queued(record: ExecutionRecord) -> bool:
+    """A chunk whose message never reached the queue (a failed submit): it is safe to send it again."""
+    return (
+        record.status is RunStatus.FAILED
+        and record.attempts == 0
+        and (record.last_error or "").startswith(_NOT_QUEUED_PREFIX)
+    )
+
+
+def _chunk_record(flow_id: UUID, message: QueuedRun) -> ExecutionRecord:
+    return ExecutionRecord(
+        run_id=_run_id(message),
+        flow_id=flow_id,
+        source=RunSource.QUEUE,
+        status=RunStatus.QUEUED,
+        num_contacts=len(message.contact_list),
+        idempotency_key=message.idempotency_key,
+        parent_id=message.bulk_id,
+        chunk_index=message.chunk_index,
+    )
+
+
+def _parent_record(command: BulkCommand, bulk_id: UUID, num_chunks: int) -> ExecutionRecord:
+    return ExecutionRecord(
+        run_id=bulk_id,
+        flow_id=command.flow_id,
+        source=RunSource.API,
+        status=RunStatus.QUEUED,
+        num_contacts=len(command.request.contact_list),
+        idempotency_key=command.idempotency_key,
+        num_chunks=num_chunks,
+    )

@@ -1,0 +1,228 @@
+"""``hilos-runner``: the command line for people holding a contact file, and for maintainers.
+
+    hilos-runner enqueue --flow-id UUID [--queue-url URL | --stack-name NAME] [--chunk-size N]
+                         [--has-priority] [--variables JSON] [--idempotency-key KEY] contacts.csv|.json
+    hilos-runner schema [--output schemas/queued-run.schema.json]
+
+``enqueue`` validates the whole file first with the bulk API's own reader (hilos_runner.contacts_input)
+and stops, sending nothing, if any row is bad; otherwise it splits the contacts with the bulk API's
+chunking and sends the messages with SendMessageBatch, with a progress bar on large files.
+
+The queue is ``--queue-url``, or the RunsQueueUrl output of the CloudFormation stack ``--stack-name``,
+or the local stack's (``make dev`` writes .local/stack.json). This module lives in the layer package so
+that the CLI and the functions share one installable; Lambda never imports it, and it imports tqdm
+and boto3 only when a command runs.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+from uuid import UUID
+
+from hilos_runner.contacts_input import MediaType, parse_contacts, variables_from_json
+from hilos_runner.errors import InvalidRequestError
+from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
+
+DEFAULT_STACK_FILE = Path(".local/stack.json")
+# Files with at least this many contacts get a progress bar (on a terminal).
+PROGRESS_BAR_MIN_CONTACTS = 1000
+_MEDIA_TYPES: dict[str, MediaType] = {".csv": "csv", ".json": "json"}
+_KEY_PREFIX_MAX = 120  # room for "-<chunk index>" within the 128 characters of a key
+
+
+class CliError(Exception):
+    """A problem to tell the user in one line (exit status 2)."""
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = _parser().parse_args(argv)
+    from hilos_runner.observability import logger
+
+    logger.setLevel(logging.ERROR)  # the CLI reports problems itself, in plain text
+    try:
+        if args.command == "schema":
+            return _schema(args, out)
+        return _enqueue(args, out, err)
+    except CliError as exc:
+        print(f"hilos-runner: {exc}", file=err)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hilos-runner", description="Queue Hilos flow runs from contact files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    enqueue = commands.add_parser("enqueue", help="validate a CSV/JSON contact file and put it on the runs queue")
+    enqueue.add_argument("file", type=Path, help="contacts.csv (header row of contact fields) or contacts.json")
+    enqueue.add_argument("--flow-id", type=UUID, required=True, help="the Hilos flow to start")
+    where = enqueue.add_mutually_exclusive_group()
+    where.add_argument("--queue-url", help="the runs queue (default: the local stack's, .local/stack.json)")
+    where.add_argument("--stack-name", help="read the queue from this CloudFormation stack's RunsQueueUrl output")
+    enqueue.add_argument("--stack-file", type=Path, default=DEFAULT_STACK_FILE, help=argparse.SUPPRESS)
+    enqueue.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    enqueue.add_argument("--chunk-size", type=_chunk_size, help="contacts per message (default: BULK_CHUNK_SIZE, 250)")
+    enqueue.add_argument("--has-priority", action="store_true", default=None, help="close the contacts' other flows")
+    enqueue.add_argument("--variables", help="flow_execution_variables as a JSON object")
+    enqueue.add_argument(
+        "--idempotency-key",
+        type=_key_prefix,
+        help="messages get KEY-0, KEY-1, ...: running the same command again within the idempotency TTL "
+        "starts nothing twice",
+    )
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of a queued-run message")
+    schema.add_argument("--output", type=Path, help="write it to this file instead")
+    return parser
+
+
+def _chunk_size(text: str) -> int:
+    from hilos_runner.models import MAX_CONTACTS_PER_RUN
+
+    value = int(text)
+    if not 1 <= value <= MAX_CONTACTS_PER_RUN:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CONTACTS_PER_RUN}")
+    return value
+
+
+def _key_prefix(text: str) -> str:
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, text) or len(text) > _KEY_PREFIX_MAX:
+        raise argparse.ArgumentTypeError(f"use letters, digits and . _ : - (at most {_KEY_PREFIX_MAX} characters)")
+    return text
+
+
+def _schema(args: argparse.Namespace, out: TextIO) -> int:
+    from hilos_runner.messages import queued_run_json_schema
+
+    if args.output:
+        args.output.write_text(queued_run_json_schema())
+        print(f"wrote {args.output}", file=out)
+    else:
+        out.write(queued_run_json_schema())
+    return 0
+
+
+def _enqueue(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hilos_runner.chunking import chunk_messages
+    from hilos_runner.queue import QueueSender
+    from hilos_runner.settings import get_settings
+
+    media_type = _MEDIA_TYPES.get(args.file.suffix.lower())
+    if media_type is None:
+        raise CliError(f"{args.file}: use a .csv or .json file")
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror}") from None
+    try:
+        variables = variables_from_json(args.variables, field="--variables")
+        request = parse_contacts(data, media_type, has_priority=args.has_priority, flow_execution_variables=variables)
+    except InvalidRequestError as problem:
+        print(f"{args.file}: {problem.message}", file=err)
+        for detail in problem.details:
+            print(f"  {_readable(detail['field'])}: {detail['reason']}", file=err)
+        return 1
+
+    chunk_size = args.chunk_size or get_settings().bulk_chunk_size
+    messages = chunk_messages(args.flow_id, request, chunk_size=chunk_size, idempotency_key_prefix=args.idempotency_key)
+    queue_url, client = _queue(args)
+    with _progress(len(messages), enabled=len(request.contact_list) >= PROGRESS_BAR_MIN_CONTACTS, out=err) as bar:
+        failed = QueueSender(client, queue_url).send([message.body() for message in messages], on_sent=bar.update)
+
+    print(f"contacts:       {len(request.contact_list)}", file=out)
+    print(f"chunks:         {len(messages)} (at most {chunk_size} contacts each)", file=out)
+    print(f"messages sent:  {len(messages) - len(failed)}", file=out)
+    print(f"queue:          {queue_url}", file=out)
+    if failed:
+        print(f"messages not sent: {len(failed)}", file=err)
+        for index, reason in sorted(failed.items()):
+            print(f"  chunk {index}: {reason}", file=err)
+        hint = "run the same command again" if args.idempotency_key else "re-send those contacts"
+        print(f"  {hint} (with --idempotency-key, chunks already queued do not run twice)", file=err)
+        return 1
+    return 0
+
+
+def _readable(field: str) -> str:
+    """``row.18.email`` -> ``row 18, email``; JSON paths stay as they are."""
+    match = re.fullmatch(r"row\.(\d+)(?:\.(.+))?", field)
+    if match:
+        return f"row {match.group(1)}" + (f", {match.group(2)}" if match.group(2) else "")
+    return field or "file"
+
+
+def _queue(args: argparse.Namespace) -> tuple[str, Any]:
+    """The queue URL and an SQS client that reaches it."""
+    import boto3
+
+    region, endpoint = args.region, None
+    if args.queue_url:
+        queue_url = args.queue_url
+    elif args.stack_name:
+        queue_url = _stack_output(boto3.client("cloudformation", region_name=region), args.stack_name)
+    else:
+        local = _local_stack(args.stack_file)
+        queue_url, endpoint = local["queue_url"], local.get("aws_endpoint_url")
+        region = region or local.get("aws_region")
+        if endpoint and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+            # The local stack's moto accepts any credentials; none may be configured on this machine.
+            return queue_url, boto3.client(
+                "sqs",
+                region_name=region,
+                endpoint_url=endpoint,
+                aws_access_key_id="local",
+                aws_secret_access_key="local",  # noqa: S106 - not a secret: moto takes any value
+            )
+    return queue_url, boto3.client("sqs", region_name=region, endpoint_url=endpoint)
+
+
+def _stack_output(cloudformation: Any, stack_name: str) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except (ClientError, BotoCoreError) as exc:
+        raise CliError(f"cannot read stack {stack_name!r}: {exc}") from None
+    for output in stack.get("Outputs", []):
+        if output["OutputKey"] == "RunsQueueUrl":
+            return str(output["OutputValue"])
+    raise CliError(f"stack {stack_name!r} has no RunsQueueUrl output")
+
+
+def _local_stack(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(
+            f"no --queue-url or --stack-name given and no local stack ({path}); start it with make dev"
+        ) from None
+    except ValueError:
+        raise CliError(f"{path} is not valid JSON") from None
+    if not info.get("queue_url"):
+        raise CliError(f"{path} names no queue_url")
+    return dict(info)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _progress(total: int, *, enabled: bool, out: TextIO) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    # disable=None: tqdm shows the bar only on a terminal, so pipes and CI logs stay clean.
+    return tqdm(total=total, unit="msg", desc="sending", file=out, disable=None)

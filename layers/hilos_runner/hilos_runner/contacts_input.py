@@ -1,0 +1,290 @@
+"""Reading a bulk contact list from JSON or CSV, validating every contact before anything is queued.
+
+Used by ``POST /flows/{flow_id}/bulk-runs`` and by the ``hilos-runner enqueue`` CLI, so a file is
+judged the same way in both places. All problems are collected (up to ``MAX_REPORTED_PROBLEMS``) and
+raised together as one ``InvalidRequestError`` whose details name the row and field; field paths are
+relative to the body: ``contact_list.17.email`` (JSON) or ``row.18.email`` (CSV, spreadsheet row
+numbers: the header is row 1).
+
+JSON: ``{"contact_list": [...], "has_priority": false, "flow_execution_variables": {...}}`` or a bare
+list of contacts. CSV: a header row of contact field names, one contact per row; an empty cell means
+the field is absent. Typed columns: ``tags`` and ``default_assignees`` are ``;``-separated (tag names,
+whole numbers), ``meta`` is a JSON object, ``default_channel`` a whole number, and ``is_deleted`` /
+``overwrite_*`` are ``true`` or ``false``. ``has_priority`` and ``flow_execution_variables`` come from
+outside the file (query parameters, CLI options) for CSV and for a bare JSON list.
+"""
+
+import csv
+import io
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from hilos_runner.errors import InvalidRequestError, UnsupportedMediaTypeError
+from hilos_runner.http import validation_details
+from hilos_runner.messages import BulkRunRequest
+from hilos_runner.models import Contact
+
+MediaType = Literal["json", "csv"]
+MAX_REPORTED_PROBLEMS = 1000
+LIST_SEPARATOR = ";"
+_BOOLEANS = {"true": True, "false": False}
+
+
+def media_type_of(content_type: str | None) -> MediaType:
+    """``json`` or ``csv`` from a Content-Type header (JSON when none is given)."""
+    essence = (content_type or "").split(";", 1)[0].strip().lower()
+    if essence in ("", "application/json"):
+        return "json"
+    if essence == "text/csv":
+        return "csv"
+    raise UnsupportedMediaTypeError(
+        f"bulk runs take application/json or text/csv, not {essence!r}",
+        details=[{"field": "header.content-type", "reason": "use application/json or text/csv"}],
+    )
+
+
+def variables_from_json(text: str | None, *, field: str) -> dict[str, Any] | None:
+    """``flow_execution_variables`` given as JSON text outside the body (query parameter, CLI option)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(
+            "flow_execution_variables must be a JSON object", details=[{"field": field, "reason": "not a JSON object"}]
+        )
+    return value
+
+
+def parse_contacts(
+    data: bytes | str,
+    media_type: MediaType,
+    *,
+    has_priority: bool | None = None,
+    flow_execution_variables: dict[str, Any] | None = None,
+    location: str = "",
+) -> BulkRunRequest:
+    """The validated bulk request in ``data``; raises ``InvalidRequestError`` listing every problem,
+    with field paths under ``location`` (the API says ``body``)."""
+    outside = {"has_priority": has_priority, "flow_execution_variables": flow_execution_variables}
+    outside = {name: value for name, value in outside.items() if value is not None}
+    try:
+        text = _text_of(data)
+        return _from_csv(text, outside) if media_type == "csv" else _from_json(text, outside)
+    except InvalidRequestError as error:
+        if location:
+            error.details = [{**d, "field": ".".join(p for p in (location, d["field"]) if p)} for d in error.details]
+        raise
+
+
+def _text_of(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(
+            "the contact list is not UTF-8 text", details=[{"field": "", "reason": f"not UTF-8 (byte {exc.start})"}]
+        ) from None
+
+
+class _Problems:
+    """Collects problems up to a cap, remembering which rows had any."""
+
+    def __init__(self) -> None:
+        self.details: list[dict[str, str]] = []
+        self.rows: set[int] = set()
+        self.unlisted = 0
+
+    def add(self, field: str, reason: str, row: int | None = None) -> None:
+        if row is not None:
+            self.rows.add(row)
+        if len(self.details) < MAX_REPORTED_PROBLEMS:
+            self.details.append({"field": field, "reason": reason})
+        else:
+            self.unlisted += 1
+
+    def add_validation(
+        self, error: ValidationError, prefix: tuple[str | int, ...] = (), row: int | None = None
+    ) -> None:
+        errors = error.errors(include_url=False, include_input=False)
+        located = [{**e, "loc": (*prefix, *e["loc"])} for e in errors]
+        for problem, detail in zip(errors, validation_details(located), strict=True):
+            self.add(detail["field"], detail["reason"], row if row is not None else _contact_index(problem["loc"]))
+
+    def raise_if_any(self, total: int, noun: str) -> None:
+        if not self.details:
+            return
+        if self.unlisted:
+            self.details.append({"field": "", "reason": f"... and {self.unlisted} more problems not listed"})
+        what = f"{len(self.rows)} of {total} {noun} are not valid" if self.rows else "the contact list is not valid"
+        raise InvalidRequestError(f"{what}; nothing was queued", details=self.details)
+
+
+def _from_json(text: str, outside: dict[str, Any]) -> BulkRunRequest:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        # The decoder's message gives the position only, never the content.
+        raise InvalidRequestError(
+            "the body is not valid JSON", details=[{"field": "", "reason": f"not valid JSON: {exc}"}]
+        ) from None
+    problems = _Problems()
+    if isinstance(document, list):
+        document = {"contact_list": document}
+    elif isinstance(document, dict):
+        for name in outside:
+            if name in document:
+                problems.add(name, "given both in the body and outside it (query parameter or option); give it once")
+    else:
+        raise InvalidRequestError(
+            "the body must be a JSON object or a list of contacts",
+            details=[{"field": "", "reason": "expected a JSON object or array"}],
+        )
+    try:
+        request = BulkRunRequest.model_validate({**document, **outside})
+    except ValidationError as error:
+        problems.add_validation(error)
+    contacts = document.get("contact_list")
+    problems.raise_if_any(len(contacts) if isinstance(contacts, list) else 0, "contacts")
+    return request
+
+
+def _contact_index(location: tuple[Any, ...]) -> int | None:
+    """The index of the contact a JSON validation error is about (``contact_list.<n>...``)."""
+    if len(location) > 1 and location[0] == "contact_list" and isinstance(location[1], int):
+        return location[1]
+    return None
+
+
+# -- CSV -------------------------------------------------------------------------------------------
+def _boolean(cell: str) -> bool:
+    try:
+        return _BOOLEANS[cell.lower()]
+    except KeyError:
+        raise ValueError("expected true or false") from None
+
+
+def _whole_number(cell: str) -> int:
+    try:
+        return int(cell)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _whole_numbers(cell: str) -> list[int]:
+    try:
+        return [int(part) for part in _parts(cell)]
+    except ValueError:
+        raise ValueError(f"expected whole numbers separated by '{LIST_SEPARATOR}'") from None
+
+
+def _tags(cell: str) -> list[dict[str, str]]:
+    return [{"name": name} for name in _parts(cell)]
+
+
+def _json_object(cell: str) -> dict[str, Any]:
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError('expected a JSON object, e.g. {"plan": "gold"}')
+    return value
+
+
+def _parts(cell: str) -> list[str]:
+    return [part.strip() for part in cell.split(LIST_SEPARATOR) if part.strip()]
+
+
+# Columns whose cells are not plain text; every other contact field is taken as written.
+_CELL_DECODERS: Mapping[str, Callable[[str], Any]] = {
+    "is_deleted": _boolean,
+    "overwrite_tags": _boolean,
+    "overwrite_default_assignees": _boolean,
+    "overwrite_meta": _boolean,
+    "default_channel": _whole_number,
+    "default_assignees": _whole_numbers,
+    "tags": _tags,
+    "meta": _json_object,
+}
+
+
+def _from_csv(text: str, outside: dict[str, Any]) -> BulkRunRequest:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InvalidRequestError(
+            "the CSV file is empty", details=[{"field": "row.1", "reason": "no header row"}]
+        ) from None
+    except csv.Error as exc:
+        raise InvalidRequestError(
+            "the CSV file cannot be read", details=[{"field": "row.1", "reason": str(exc)}]
+        ) from None
+    columns = [name.strip() for name in header]
+    _check_header(columns)
+    problems = _Problems()
+    contacts: list[Contact] = []
+    total = 0
+    row = 1
+    try:
+        for row, cells in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in cells):
+                continue  # blank line
+            total += 1
+            contact = _contact_from_row(row, columns, cells, problems)
+            if contact is not None:
+                contacts.append(contact)
+    except csv.Error as exc:
+        problems.add(f"row.{row + 1}", f"not valid CSV: {exc}", row + 1)
+    if not problems.details:
+        try:
+            return BulkRunRequest.model_validate({"contact_list": contacts, **outside})
+        except ValidationError as error:
+            problems.add_validation(error, row=0)
+    problems.raise_if_any(total, "rows")
+    raise AssertionError("unreachable: problems were found")  # pragma: no cover
+
+
+def _check_header(columns: list[str]) -> None:
+    details = []
+    for position, name in enumerate(columns, start=1):
+        if name not in Contact.model_fields:
+            reason = "empty column name" if not name else f"unknown column {name[:100]!r} (not a contact field)"
+            details.append({"field": f"row.1.column.{position}", "reason": reason})
+        elif columns.index(name) != position - 1:
+            details.append({"field": f"row.1.column.{position}", "reason": f"column {name!r} appears twice"})
+    if details:
+        raise InvalidRequestError("the CSV header is not valid; nothing was queued", details=details)
+
+
+def _contact_from_row(row: int, columns: list[str], cells: list[str], problems: _Problems) -> Contact | None:
+    if len(cells) != len(columns):
+        problems.add(f"row.{row}", f"has {len(cells)} cells, the header has {len(columns)}", row)
+        return None
+    values: dict[str, Any] = {}
+    bad_cell = False
+    for name, cell in zip(columns, cells, strict=True):
+        if not cell.strip():
+            continue  # an empty cell: the field is absent
+        decode = _CELL_DECODERS.get(name)
+        if decode is None:
+            values[name] = cell
+            continue
+        try:
+            values[name] = decode(cell.strip())
+        except ValueError as exc:
+            problems.add(f"row.{row}.{name}", str(exc), row)
+            bad_cell = True
+    try:
+        contact = Contact.model_validate(values)
+    except ValidationError as error:
+        problems.add_validation(error, ("row", row), row)
+        return None
+    return None if bad_cell else contact

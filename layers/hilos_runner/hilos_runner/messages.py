@@ -1,0 +1,93 @@
+"""Contracts of queued work: the SQS message a producer sends (``QueuedRun``) and a bulk contact list
+(``BulkRunRequest``: the body of ``POST /flows/{flow_id}/bulk-runs`` and the content of a CLI file).
+
+Contacts are the same ``Contact`` model the run API takes, so a contact valid in one place is valid in
+all of them. The JSON Schema of ``QueuedRun`` is generated from this model into
+schemas/queued-run.schema.json (``hilos-runner schema``); a test fails when that file is stale.
+"""
+
+import json
+from typing import Any, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, model_validator
+
+from hilos_runner.models import MAX_CONTACTS_PER_RUN, Contact, FlowRunRequest
+from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
+
+# A bulk submit is bounded by its body size (BULK_MAX_BODY_BYTES); this bounds the work a tiny-contact
+# file could still ask for (100,000 contacts = 400 messages at the default chunk size).
+BULK_MAX_CONTACTS = 100_000
+
+_message_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class QueuedRun(BaseModel):
+    """One message on the runs queue: start ``flow_id`` for ``contact_list``.
+
+    Messages larger than the chunk size (BULK_CHUNK_SIZE) are split by the worker into several Hilos
+    calls, each with its own derived idempotency key, so a redelivery resumes where it stopped.
+    """
+
+    model_config = ConfigDict(**_message_config, title="QueuedRun")
+
+    flow_id: UUID = Field(description="The Hilos flow to start.")
+    contact_list: list[Contact] = Field(
+        min_length=1, description="Contacts to run the flow for (the run API's contact fields)."
+    )
+    has_priority: StrictBool = Field(
+        default=False, description="True closes any other running flows or conversations of the contacts."
+    )
+    flow_execution_variables: dict[str, JsonValue] | None = Field(
+        default=None, description="Variables available to the flow in this execution."
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Messages with the same key start Hilos at most once (within the idempotency TTL); "
+        "without one, the SQS message id is the key.",
+    )
+    bulk_id: UUID | None = Field(default=None, description="Set by the API: the bulk run this chunk belongs to.")
+    chunk_index: int | None = Field(default=None, ge=0, description="Set by the API: position of this chunk.")
+    run_id: UUID | None = Field(default=None, description="Set by the API: the chunk's execution record.")
+
+    @model_validator(mode="after")
+    def _bulk_references_together(self) -> Self:
+        references = (self.bulk_id, self.chunk_index, self.run_id)
+        if any(value is not None for value in references):
+            if any(value is None for value in references):
+                raise ValueError("bulk_id, chunk_index and run_id are set together (by the bulk API) or not at all")
+            if len(self.contact_list) > MAX_CONTACTS_PER_RUN:
+                raise ValueError(f"a bulk chunk carries at most {MAX_CONTACTS_PER_RUN} contacts")
+        return self
+
+    def run_request(self, contacts: list[Contact]) -> FlowRunRequest:
+        """The Hilos request for ``contacts`` (all or part of this message), as the producer wrote it."""
+        options: dict[str, Any] = {"has_priority": self.has_priority}
+        if "flow_execution_variables" in self.model_fields_set:
+            options["flow_execution_variables"] = self.flow_execution_variables
+        return FlowRunRequest(contact_list=contacts, **options)
+
+    def body(self) -> str:
+        """The message body: what was set, nothing added (contacts keep explicit nulls vs absent)."""
+        return self.model_dump_json(exclude_unset=True)
+
+
+class BulkRunRequest(BaseModel):
+    """A large contact list to run a flow for, split into queued chunks."""
+
+    model_config = _message_config
+
+    contact_list: list[Contact] = Field(min_length=1, max_length=BULK_MAX_CONTACTS)
+    has_priority: StrictBool = Field(
+        default=False, description="True closes any other running flows or conversations of the contacts."
+    )
+    flow_execution_variables: dict[str, JsonValue] | None = Field(
+        default=None, description="Variables available to the flow in this execution."
+    )
+
+
+def queued_run_json_schema() -> str:
+    """schemas/queued-run.schema.json's content, generated from the model."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **QueuedRun.model_json_schema()}
+    return json.dumps(schema, indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,272 @@
+"""One record of the runs queue: validate, start the flow (once), decide acknowledge or retry.
+
+``QueuedRunWorker.process`` returns when the record is done (acknowledged: deleted from the queue)
+and raises ``RecordRetry`` when it must come back (reported in ``batchItemFailures``):
+
+- an invalid message is recorded REJECTED (keyed by its SQS message id) and acknowledged;
+- SUBMITTED and UNKNOWN runs are acknowledged; an UNKNOWN run is never resent;
+- Hilos 400/404 and a reused idempotency key are recorded and acknowledged: resending cannot help;
+- 429/5xx/connection refused, AWS dependencies down, a duplicate still in flight, and also a refused
+  token or a broken configuration are retried: the record is failed, its run record goes back to
+  QUEUED (FAILED on the last attempt) and the message's visibility is set so it returns after
+  Hilos' Retry-After or an exponential backoff (capped). A bad token is not fixed by retrying soon,
+  but dropping the message would lose the run: it waits the longest delay, then ends in the
+  dead-letter queue (alarmed), from where it can be redriven once the token is fixed;
+- a message with more contacts than the chunk size becomes several Hilos calls, keys ``<key>#<n>``,
+  so a redelivery resumes after the calls already made (their results come from the idempotency
+  store, or from the execution record once that has expired);
+- no Hilos call starts when the invocation's remaining time is below one call's budget: the record
+  is failed and made visible again at once, for a fresh invocation.
+"""
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+from uuid import UUID, uuid5
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import ValidationError
+
+from hilos_runner.chunking import chunk_contacts
+from hilos_runner.errors import (
+    ConfigurationError,
+    HilosAuthError,
+    HilosRunnerError,
+    HilosUnavailableError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+)
+from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
+from hilos_runner.http import validation_details
+from hilos_runner.messages import QueuedRun
+from hilos_runner.models import Contact
+from hilos_runner.observability import logger, metrics
+from hilos_runner.queue import QueueSender
+from hilos_runner.runs import RunCommand, RunResult, status_after
+from hilos_runner.settings import Settings
+
+# Run ids of queued runs are derived from the SQS message id, so every delivery of a message finds
+# the records of the earlier ones.
+_MESSAGE_RUN_NAMESPACE = UUID("0c7e2f55-8f0c-4b6a-b1d4-5f3e9a6c2d71")
+_NIL_FLOW_ID = UUID(int=0)
+_MAX_REJECTION_TEXT = 1000
+
+
+class Deadline(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class RecordRetry(Exception):
+    """The record must be delivered again (after ``delay_seconds``); raised to fail it in the batch."""
+
+    def __init__(self, reason: str, delay_seconds: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay_seconds = delay_seconds
+
+
+class _Part:
+    """One Hilos call of a message: its contacts, record id, idempotency key and bulk references."""
+
+    def __init__(
+        self,
+        contacts: list[Contact],
+        run_id: UUID,
+        key: str,
+        parent_id: UUID | None,
+        chunk_index: int | None,
+    ) -> None:
+        self.contacts = contacts
+        self.run_id = run_id
+        self.key = key
+        self.parent_id = parent_id
+        self.chunk_index = chunk_index
+
+
+class QueuedRunWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ExecutionStore,
+        queue: QueueSender,
+        start: Callable[[RunCommand], RunResult],  # wiring.start_run: idempotent per key
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._queue = queue
+        self._start = start
+        self._budget_ms = math.ceil(settings.hilos_call_budget_seconds * 1000)
+
+    def process(self, record: SQSRecord, deadline: Deadline) -> dict[str, Any]:
+        attempt = int(record.attributes.approximate_receive_count or 1)
+        try:
+            try:
+                message = QueuedRun.model_validate_json(record.body)
+            except ValidationError as error:
+                return self._reject_message(record, error, attempt)
+            return self._run(message, record, deadline, attempt)
+        except RecordRetry as retry:
+            self._come_back_later(record, retry, attempt)
+            raise
+        except HilosRunnerError as error:
+            if not error.retryable:
+                raise
+            # Bookkeeping outside a run (DynamoDB throttled while recording): the record comes back.
+            later = RecordRetry(error.message, self._delay_seconds(error, attempt))
+            self._come_back_later(record, later, attempt)
+            raise later from error
+        except Exception:
+            # A bug: the record fails and returns after the visibility timeout (then the DLQ).
+            logger.exception("unexpected error processing a record", extra={"message_id": record.message_id})
+            raise
+
+    def _come_back_later(self, record: SQSRecord, retry: RecordRetry, attempt: int) -> None:
+        queue_url = self._settings.runs_queue_url or record.queue_url
+        self._queue.delay(record.receipt_handle, retry.delay_seconds, queue_url)
+        metrics.add_metric(name="RecordsRetried", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "record will be retried",
+            extra={
+                "message_id": record.message_id,
+                "reason": retry.reason,
+                "attempt": attempt,
+                "delay_seconds": retry.delay_seconds,
+            },
+        )
+
+    def _run(self, message: QueuedRun, record: SQSRecord, deadline: Deadline, attempt: int) -> dict[str, Any]:
+        runs = []
+        for part in self._parts(message, record.message_id):
+            if deadline.get_remaining_time_in_millis() < self._budget_ms:
+                metrics.add_metric(name="RecordsHeldBack", unit=MetricUnit.Count, value=1)
+                raise RecordRetry("not enough time left in this invocation for another Hilos call", 0)
+            command = RunCommand(
+                flow_id=message.flow_id,
+                request=message.run_request(part.contacts),
+                source=RunSource.QUEUE,
+                idempotency_key=part.key,
+                run_id=part.run_id,
+                parent_id=part.parent_id,
+                chunk_index=part.chunk_index,
+                attempt=attempt,
+            )
+            try:
+                result: RunResult = self._start(command)
+                status = result.run.status
+            except HilosRunnerError as error:
+                if _retried(error):
+                    self._note_retry(part.run_id, error, attempt)
+                    raise RecordRetry(error.message, self._delay_seconds(error, attempt)) from error
+                if isinstance(error, IdempotencyKeyReusedError):
+                    self._record_key_reused(message, part, attempt)
+                status = status_after(error) if error.run_id else RunStatus.REJECTED
+                logger.info("run not started; not retried", extra={"run_id": str(part.run_id), "reason": error.message})
+            runs.append({"run_id": str(part.run_id), "chunk_index": part.chunk_index, "status": status})
+        logger.info("record processed", extra={"message_id": record.message_id, "runs": runs})
+        return {"message_id": record.message_id, "runs": runs}
+
+    def _parts(self, message: QueuedRun, message_id: str) -> list[_Part]:
+        key = message.idempotency_key or f"sqs-{message_id}"
+        if message.run_id is not None:  # a bulk chunk made by the API: one call, its own record
+            return [_Part(message.contact_list, message.run_id, key, message.bulk_id, message.chunk_index)]
+        chunks = chunk_contacts(message.contact_list, self._settings.bulk_chunk_size)
+        if len(chunks) == 1:
+            return [_Part(chunks[0], uuid5(_MESSAGE_RUN_NAMESPACE, message_id), key, None, None)]
+        return [
+            _Part(contacts, uuid5(_MESSAGE_RUN_NAMESPACE, f"{message_id}#{index}"), f"{key}#{index}", None, index)
+            for index, contacts in enumerate(chunks)
+        ]
+
+    def _delay_seconds(self, error: HilosRunnerError, attempt: int) -> int:
+        cap = self._settings.retry_after_max_seconds
+        if isinstance(error, HilosAuthError | ConfigurationError):
+            return cap  # an operator has to act; do not hammer Hilos with a refused token meanwhile
+        if isinstance(error, IdempotencyInProgressError):
+            return min(cap, math.ceil(self._settings.hilos_call_budget_seconds))  # the other call ends by then
+        if isinstance(error, HilosUnavailableError) and error.retry_after is not None:
+            return min(cap, math.ceil(error.retry_after))
+        return min(cap, self._settings.retry_base_delay_seconds * 2 ** (attempt - 1))
+
+    def _note_retry(self, run_id: UUID, error: HilosRunnerError, attempt: int) -> None:
+        """Show the run as waiting on the queue again (or FAILED for good on the last attempt)."""
+        if error.run_id is None:
+            return  # nothing was recorded for this attempt (it failed before the record was written)
+        last = attempt >= self._settings.max_receive_count
+        try:
+            record = self._store.get(run_id)
+            if record is None:
+                return
+            record.status = RunStatus.FAILED if last else RunStatus.QUEUED
+            then = "no more retries; the message goes to the dead-letter queue" if last else "it will be retried"
+            record.last_error = f"{error.message} (attempt {attempt} of {self._settings.max_receive_count}; {then})"
+            record.updated_at = utc_now()
+            self._store.put(record)
+        except HilosRunnerError:
+            logger.exception("could not update the record of a run to retry", extra={"run_id": str(run_id)})
+
+    def _record_key_reused(self, message: QueuedRun, part: _Part, attempt: int) -> None:
+        existing = self._store.get(part.run_id)
+        if existing is not None and existing.status is not RunStatus.QUEUED:
+            return
+        self._store.put(
+            ExecutionRecord(
+                run_id=part.run_id,
+                flow_id=message.flow_id,
+                source=RunSource.QUEUE,
+                status=RunStatus.REJECTED,
+                num_contacts=len(part.contacts),
+                idempotency_key=part.key,
+                parent_id=part.parent_id,
+                chunk_index=part.chunk_index,
+                attempts=attempt,
+                last_error="the idempotency key was already used with a different flow or body",
+            )
+        )
+
+    def _reject_message(self, record: SQSRecord, error: ValidationError, attempt: int) -> dict[str, Any]:
+        """Record a message that is not a QueuedRun (REJECTED, keyed by message id) and acknowledge it."""
+        flow_id, contacts = _salvage(record.body)
+        problems = "; ".join(
+            f"{detail['field'] or 'body'}: {detail['reason']}"
+            for detail in validation_details(error.errors(include_url=False, include_input=False))
+        )
+        run_id = uuid5(_MESSAGE_RUN_NAMESPACE, record.message_id)
+        rejected = ExecutionRecord(
+            run_id=run_id,
+            flow_id=flow_id,
+            source=RunSource.QUEUE,
+            status=RunStatus.REJECTED,
+            num_contacts=contacts,
+            idempotency_key=f"sqs-{record.message_id}",
+            attempts=attempt,
+            last_error=f"the message is not a valid QueuedRun: {problems}"[:_MAX_REJECTION_TEXT],
+        )
+        self._store.put(rejected)  # if DynamoDB fails, the message comes back: never dropped unrecorded
+        metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "message rejected", extra={"message_id": record.message_id, "run_id": str(run_id), "reason": problems}
+        )
+        return {"message_id": record.message_id, "runs": [{"run_id": str(run_id), "status": RunStatus.REJECTED}]}
+
+
+def _retried(error: HilosRunnerError) -> bool:
+    return error.retryable or isinstance(error, HilosAuthError | ConfigurationError)
+
+
+def _salvage(body: str) -> tuple[UUID, int]:
+    """The flow id and contact count of an invalid message, where readable (nil flow id otherwise), so
+    its record can be found with the flow's runs."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return _NIL_FLOW_ID, 0
+    if not isinstance(document, dict):
+        return _NIL_FLOW_ID, 0
+    try:
+        flow_id = UUID(str(document.get("flow_id")))
+    except ValueError:
+        flow_id = _NIL_FLOW_ID
+    contacts = document.get("contact_list")
+    return flow_id, len(contacts) if isinstance(contacts, list) else 0
