@@ -156,6 +156,27 @@ def test_400_with_a_non_json_body_uses_the_text_or_the_reason(hilos: responses.R
     assert info.value.details == []
 
 
+@pytest.mark.parametrize(
+    "echo",
+    [
+        {"detail": f"bad header Authorization: Token {TEST_TOKEN}"},
+        {"headers": {"Authorization": [f"Token {TEST_TOKEN}"]}},
+        f"<html>Authorization: Token {TEST_TOKEN}</html>",
+    ],
+)
+def test_an_upstream_error_that_echoes_the_token_never_carries_it_further(hilos: responses.RequestsMock, echo: Any):
+    if isinstance(echo, str):
+        hilos.post(RUN_URL, body=echo, status=400, content_type="text/html")
+    else:
+        hilos.post(RUN_URL, json=echo, status=400)
+
+    with pytest.raises(HilosRejectedError) as info:
+        start(make_client())
+
+    assert_no_token(info.value)
+    assert "[redacted]" in f"{info.value.message} {info.value.details}"
+
+
 def test_a_huge_upstream_message_is_cut(hilos: responses.RequestsMock):
     hilos.post(RUN_URL, json={"detail": "x" * 10_000}, status=400)
     with pytest.raises(HilosRejectedError) as info:

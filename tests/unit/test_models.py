@@ -290,3 +290,8 @@ def test_flow_execution_keeps_fields_it_does_not_know():
 
 def test_flow_execution_accepts_an_answer_with_none_of_its_fields():
     assert FlowExecution.model_validate({}).id is None
+
+
+@pytest.mark.parametrize("email", ["Ana <ana@example.com>", '"Ana" <ana@example.com>'])
+def test_a_display_name_email_that_hilos_would_refuse_is_refused(email: str):
+    assert refusals(one_contact(email=email)) == {"contact_list.0.email": "value_error"}

@@ -7,6 +7,7 @@ is an *unknown outcome*: the flow may have started, and it is never resent blind
 """
 
 import email.utils
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,14 +72,15 @@ class HilosClient:
     def _post(self, url: str, body: bytes) -> requests.Response:
         # A 401/403 means Hilos did not act on the request: refresh the token once and resend.
         for force_refresh in (False, True):
+            token = self._get_token(force_refresh=force_refresh)
             headers = {
-                "Authorization": f"Token {self._get_token(force_refresh=force_refresh)}",
+                "Authorization": f"Token {token}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             }
             response = self._send(url, body, headers)
             if response.status_code not in (401, 403):
-                return _checked(response)
+                return _checked(response, token)
         raise HilosAuthError(
             f"Hilos refused the API token (HTTP {response.status_code}) after a fresh read of the secret; "
             "check the Hilos token secret",
@@ -108,7 +110,7 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, NewConnectionError | NameResolutionError | ConnectTimeoutError)
 
 
-def _checked(response: requests.Response) -> requests.Response:
+def _checked(response: requests.Response, token: str) -> requests.Response:
     status = response.status_code
     if status < 300:
         return response
@@ -122,7 +124,7 @@ def _checked(response: requests.Response) -> requests.Response:
         )
     if status in _OUTCOME_UNKNOWN_STATUSES:
         raise HilosOutcomeUnknownError(f"Hilos' gateway timed out (HTTP {status}); the run may have started")
-    message, details = _upstream_problem(response)
+    message, details = _upstream_problem(response, token)
     raise HilosRejectedError(f"Hilos rejected the run (HTTP {status}): {message}", status=status, details=details)
 
 
@@ -140,12 +142,17 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-def _upstream_problem(response: requests.Response) -> tuple[str, list[dict[str, Any]]]:
-    """Hilos' plain-JSON error body as a message plus field details (DRF shapes)."""
+def _upstream_problem(response: requests.Response, token: str) -> tuple[str, list[dict[str, Any]]]:
+    """Hilos' plain-JSON error body as a message plus field details (DRF shapes).
+
+    The body goes into answers and records, so the token is cut out of it first, in case an
+    upstream error page ever echoes our request headers.
+    """
+    text = response.text.replace(token, "[redacted]")
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
-        return (response.text.strip()[:_MAX_UPSTREAM_MESSAGE] or response.reason or "no message"), []
+        return (text.strip()[:_MAX_UPSTREAM_MESSAGE] or response.reason or "no message"), []
     details: list[dict[str, Any]] = []
     _flatten_problem(body, (), details)
     if isinstance(body, dict) and isinstance(body.get("detail"), str):

@@ -15,7 +15,7 @@ import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AnyUrl,
@@ -29,7 +29,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.networks import validate_email
 
 # One synchronous Hilos call carries at most this many contacts; larger lists go through bulk runs.
 MAX_CONTACTS_PER_RUN = 1000
@@ -63,7 +62,12 @@ def _is_plain_email(value: str) -> bool:
 
 def _checked_email(value: str) -> str:
     if not _is_plain_email(value):
-        validate_email(value)  # syntax only, no DNS; raises PydanticCustomError naming the problem
+        # email-validator itself, not pydantic's wrapper, which also takes "Ana <ana@x.com>" (Hilos
+        # refuses that form). Syntax only, no DNS.
+        try:
+            validate_email(value, check_deliverability=False)
+        except EmailNotValidError as error:
+            raise ValueError(f"value is not a valid email address: {error}") from None
     return value  # keep the caller's spelling: Hilos gets exactly what was sent
 
 
