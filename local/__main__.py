@@ -31,6 +31,13 @@ def _fault_mix(text: str) -> dict[FaultKind, float]:
     return mix
 
 
+def _parameter(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    return name, value
+
+
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -48,7 +55,20 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds; overrides the queue's VisibilityTimeout so failed messages come back sooner (template's)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="execution environments per function (4)")
-    parser.add_argument("--pollers", type=int, default=1, help="pollers per SQS event source (1)")
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        default=None,
+        help="pollers (= invocations at once) per SQS event source (the event's ScalingConfig.MaximumConcurrency)",
+    )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        type=_parameter,
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameters, as for sam deploy (e.g. RetryAfterMaxSeconds=5 WorkerBatchingWindowSeconds=0)",
+    )
     parser.add_argument(
         "--hilos-read-timeout",
         type=float,
@@ -80,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         visibility_timeout=arguments.visibility_timeout,
         concurrency=arguments.concurrency,
         pollers=arguments.pollers,
+        parameters=dict(arguments.parameter_overrides),
         hilos_read_timeout=arguments.hilos_read_timeout,
         fault_rate=arguments.fault_rate,
         fault_mix=arguments.fault_mix,

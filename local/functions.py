@@ -70,6 +70,7 @@ class SqsEventSource:
     batch_size: int
     batching_window_seconds: float
     report_batch_item_failures: bool
+    maximum_concurrency: int | None = None  # ScalingConfig: invocations at once (None: no cap)
 
 
 def function_specs(stack: StackResources, extra_environment: dict[str, str]) -> dict[str, FunctionSpec]:
@@ -132,6 +133,7 @@ def sqs_event_sources(stack: StackResources) -> list[SqsEventSource]:
                 continue
             properties = event.get("Properties", {})
             queue_arn = str(stack.resolve(properties["Queue"]))
+            scaling = stack.resolve(properties.get("ScalingConfig")) or {}
             queue_id = queue_ids_by_arn[queue_arn]
             sources.append(
                 SqsEventSource(
@@ -143,6 +145,7 @@ def sqs_event_sources(stack: StackResources) -> list[SqsEventSource]:
                     batching_window_seconds=float(stack.resolve(properties.get("MaximumBatchingWindowInSeconds", 0))),
                     report_batch_item_failures="ReportBatchItemFailures"
                     in (stack.resolve(properties.get("FunctionResponseTypes")) or []),
+                    maximum_concurrency=int(scaling["MaximumConcurrency"]) if "MaximumConcurrency" in scaling else None,
                 )
             )
     return sources

@@ -11,7 +11,8 @@ Faults are injected at set rates, globally or per flow, optionally only the firs
 request was read) happen *after* the run was created, the worst case for a client that resends:
 a resend of either shows up as a duplicate in the stats.
 
-Control (no auth, 127.0.0.1 only): ``GET|POST /_sandbox/faults`` (POST merges the given fields),
+Control (no auth, 127.0.0.1 only): ``GET|POST /_sandbox/faults`` (POST merges the given fields; a
+``seed`` makes the sequence of fault decisions repeatable),
 ``GET /_sandbox/stats``, ``POST /_sandbox/reset`` (stats, executions and faults back to the start).
 """
 
@@ -129,7 +130,12 @@ class SandboxState:
 
     # -- control ---------------------------------------------------------------------------
     def update_settings(self, changes: dict[str, Any]) -> SandboxSettings:
+        """Merge ``changes`` into the settings; ``seed`` (not a setting) restarts the fault sequence."""
+        changes = dict(changes)
+        seed = changes.pop("seed", None)
         with self._lock:
+            if seed is not None:
+                self._random.seed(seed)
             merged = {**self.settings.model_dump(), **changes}
             self.settings = SandboxSettings.model_validate(merged)
             self._injected.clear()  # a new plan starts its own limits
@@ -156,7 +162,7 @@ class SandboxState:
             if plan.limit is not None and self._injected[scope] >= plan.limit:
                 return None
             weights = {kind: weight for kind, weight in plan.mix.items() if weight > 0}
-            if not weights or self._random.random() >= plan.rate:
+            if not weights or plan.rate <= 0 or self._random.random() >= plan.rate:
                 return None
             self._injected[scope] += 1
             kinds = list(weights)
@@ -336,19 +342,16 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             self._answer(call, 400, {"non_field_errors": ["This flow is not published; it cannot be executed."]})
             return
         execution = state.create_execution(call, body)
-        if not self._misbehaved(call):
-            self._answer(call, 201, execution)
+        self._answer_processed(call, 201, execution)
 
     def _get_execution(self, call: dict[str, Any], execution_id: str) -> None:
         if self._unauthorized_or_faulted(call, None):
             return
         detail = self.server.state.execution_detail(execution_id)
-        if self._misbehaved(call):
-            return
         if detail is None:
-            self._answer(call, 404, {"detail": "Not found."})
+            self._answer_processed(call, 404, {"detail": "Not found."})
         else:
-            self._answer(call, 200, detail)
+            self._answer_processed(call, 200, detail)
 
     def _unauthorized_or_faulted(self, call: dict[str, Any], flow_id: str | None) -> bool:
         """Gateway-level behaviour, before Hilos looks at the request: latency, 5xx/429 faults, auth."""
@@ -375,17 +378,16 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _misbehaved(self, call: dict[str, Any]) -> bool:
-        """Apply a fault that strikes after the request was processed; True when no answer must follow."""
+    def _answer_processed(self, call: dict[str, Any], status: int, body: Any) -> None:
+        """Answer a request Hilos has processed, unless a fault strikes now: a reset, or the answer comes late."""
         fault, self._deferred_fault = self._deferred_fault, None
-        if fault is None:
-            return False
-        call["fault"] = fault.value
-        if fault is FaultKind.SLOW:
-            self.server.stopping.wait(self.server.state.settings.slow_seconds)
-            return False
-        self._reset(call)
-        return True
+        if fault is not None:
+            call["fault"] = fault.value
+        if fault is FaultKind.RESET:
+            self._reset(call)
+        else:
+            delay = self.server.state.settings.slow_seconds if fault is FaultKind.SLOW else 0
+            self._answer(call, status, body, delay_seconds=delay)
 
     def _auth(self) -> dict[str, Any]:
         # The token itself is never recorded: only the scheme used and whether it was accepted.
@@ -427,9 +429,18 @@ class _SandboxHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _answer(self, call: dict[str, Any], status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def _answer(
+        self,
+        call: dict[str, Any],
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        delay_seconds: float = 0,
+    ) -> None:
         call["status"] = status
-        self.server.state.record(call)
+        self.server.state.record(call)  # before a late answer: the stats show what Hilos did, at once
+        if delay_seconds:
+            self.server.stopping.wait(delay_seconds)
         self._send(status, body, headers)
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -34,7 +35,7 @@ from local.functions import (
     sqs_event_sources,
 )
 from local.sandbox import FaultKind, SandboxSettings
-from local.stack_resources import StackResources, create_stack_resources
+from local.stack_resources import StackResources, create_stack_resources, load_template
 
 log = logging.getLogger("local")
 
@@ -57,7 +58,8 @@ class LocalConfig:
     state_dir: Path = Path(".local")
     visibility_timeout: int | None = None  # None: the template's
     concurrency: int = 4
-    pollers: int = 1
+    pollers: int | None = None  # None: the event's ScalingConfig.MaximumConcurrency, else 1
+    parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
     hilos_read_timeout: float | None = None  # None: SANDBOX_READ_TIMEOUT_SECONDS with the sandbox
     fault_rate: float = 0.0
     fault_mix: dict[FaultKind, float] = field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
@@ -124,11 +126,13 @@ class LocalStack:
             )
         aws_endpoint, region, credentials = self._start_aws()
         hilos_url, hilos_token, sandbox_url = self._start_hilos()
-        parameters = {"HilosApiUrl": hilos_url}
+        parameters = {**config.parameters, "HilosApiUrl": hilos_url}
         if config.hilos_run_path:
             parameters["HilosRunPath"] = config.hilos_run_path
         session = _EndpointSession(aws_endpoint, region, credentials)
-        stack = create_stack_resources(session, hilos_token=hilos_token, parameters=parameters)
+        template = load_template()
+        check_parameters(template, parameters)
+        stack = create_stack_resources(session, hilos_token=hilos_token, parameters=parameters, template=template)
         sources = sqs_event_sources(stack)
         sqs = session.client("sqs")
         self._override_visibility(sqs, sources)
@@ -261,7 +265,9 @@ class LocalStack:
 
         pollers = []
         for source in sources:
-            for number in range(self.config.pollers):
+            # The mapping runs at most MaximumConcurrency invocations at once: one poller each.
+            count = self.config.pollers or source.maximum_concurrency or 1
+            for number in range(count):
                 # Each poller gets its own client: a long poll holds a connection.
                 poller = SqsPoller(
                     session.client("sqs"),
@@ -372,6 +378,31 @@ class LocalStack:
                 stop()
             except Exception:  # keep stopping the rest
                 log.exception("stopping %s failed", name)
+
+
+def check_parameters(template: dict[str, Any], values: dict[str, str]) -> None:
+    """Refuse what CloudFormation would refuse: unknown parameters, values outside their constraints."""
+    declared = template.get("Parameters", {})
+    problems = []
+    for name, value in values.items():
+        spec = declared.get(name)
+        if spec is None:
+            problems.append(f"{name}: not a parameter of template.yaml")
+            continue
+        if "AllowedValues" in spec and value not in map(str, spec["AllowedValues"]):
+            problems.append(f"{name}={value}: not one of {spec['AllowedValues']}")
+        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+            problems.append(f"{name}={value}: does not match {spec['AllowedPattern']}")
+        if spec.get("Type") == "Number":
+            try:
+                number = float(value)
+            except ValueError:
+                problems.append(f"{name}={value}: not a number")
+                continue
+            if number < float(spec.get("MinValue", number)) or number > float(spec.get("MaxValue", number)):
+                problems.append(f"{name}={value}: outside [{spec.get('MinValue', '')}, {spec.get('MaxValue', '')}]")
+    if problems:
+        raise ConfigurationProblem("invalid template parameters: " + "; ".join(problems))
 
 
 def _dead_letter_queue_url(stack: StackResources, source: SqsEventSource) -> str | None:

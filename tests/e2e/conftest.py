@@ -1,4 +1,8 @@
-"""Fixtures of the end-to-end tests: the local stack in a subprocess, one per test module."""
+"""Fixtures of the end-to-end tests: the local stack in a subprocess, shared by the modules of one test process.
+
+Tests that share it keep out of each other's way by using their own flow ids (sandbox faults and stats
+are per flow) and by restoring any global sandbox setting they change.
+"""
 
 from collections.abc import Iterator
 
@@ -6,11 +10,19 @@ import pytest
 
 from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
 
-# Fast retries locally: failed messages come back after 2 s instead of the deployed minutes.
-E2E_STACK_ARGS = ("--visibility-timeout=2",)
+# Fast retries locally: the worker's retry delays are capped at 1 s (RetryAfterMaxSeconds), batches are
+# invoked as soon as messages arrive, and a bulk run of a few contacts still makes several chunks. The
+# visibility timeout only matters after a worker crash; the template's 31 minutes would stall a test.
+E2E_STACK_ARGS = (
+    "--visibility-timeout=10",
+    "--parameter-overrides",
+    "RetryAfterMaxSeconds=1",
+    "WorkerBatchingWindowSeconds=0",
+    "BulkChunkSize=2",
+)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     stack = start_stack(tmp_path_factory.mktemp("local-stack"), *E2E_STACK_ARGS)
     try:
