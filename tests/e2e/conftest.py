@@ -26,6 +26,18 @@ E2E_STACK_ARGS = (
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     stack = start_stack(tmp_path_factory.mktemp("local-stack"), *E2E_STACK_ARGS)
     try:
+        hilos_token = sandbox_token(stack)
         yield stack
     finally:
         stop_stack(stack)
+    assert hilos_token not in stack.log_text(), "the (sandbox) Hilos token appeared in the stack's output"
+
+
+def sandbox_token(stack: RunningStack) -> str:
+    """The token the functions send to Hilos: only the stack's secret holds it."""
+    secrets = stack.aws_client("secretsmanager")
+    [secret] = secrets.list_secrets()["SecretList"]
+    token = secrets.get_secret_value(SecretId=secret["ARN"])["SecretString"]
+    assert token.startswith("sandbox-")
+    assert len(token) > 20
+    return token
