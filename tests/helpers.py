@@ -62,3 +62,75 @@ def call_run_api(
     content_type = answer.get("headers", {}).get("Content-Type", "")
     parsed = json.loads(text) if text and content_type.startswith("application/json") else text
     return ApiAnswer(answer["statusCode"], parsed, answer.get("headers", {}))
+
+
+def queued_run(contacts: int = 1, **overrides: Any) -> dict[str, Any]:
+    """A QueuedRun message body (what a producer puts on the runs queue)."""
+    return {"flow_id": FLOW_ID, **run_body(contacts), **overrides}
+
+
+# template.yaml gives bulk_worker 300 s; a shorter deadline would trip the worker's time guard.
+WORKER_TIMEOUT_SECONDS = 300
+
+
+def call_bulk_worker(records: list[dict[str, Any]], context: Any = None) -> dict[str, Any]:
+    """Invoke bulk_worker's Lambda handler with an SQS event of ``records`` (local.events.sqs_record)."""
+    import bulk_worker
+    from local.events import sqs_event
+
+    context = context or LocalLambdaContext(function_name="bulk-worker", timeout_seconds=WORKER_TIMEOUT_SECONDS)
+    return bulk_worker.lambda_handler(sqs_event(records), context)
+
+
+def failed_ids(answer: dict[str, Any]) -> list[str]:
+    """The message ids a partial batch response reports as failed."""
+    return [failure["itemIdentifier"] for failure in answer["batchItemFailures"]]
+
+
+def deliver(
+    sqs: Any, queue_url: str, queue_arn: str, context: Any = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One event source mapping poll against a real (moto) queue: receive up to 10 messages, invoke
+    bulk_worker with them, delete those not in ``batchItemFailures``. Returns (messages, answer)."""
+    from local.events import sqs_record
+
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"])
+    messages = messages.get("Messages", [])
+    if not messages:
+        return [], {"batchItemFailures": []}
+    records = [
+        sqs_record(
+            m["Body"],
+            queue_arn=queue_arn,
+            message_id=m["MessageId"],
+            receipt_handle=m["ReceiptHandle"],
+            attributes=m.get("Attributes", {}),
+        )
+        for m in messages
+    ]
+    answer = call_bulk_worker(records, context)
+    failed = set(failed_ids(answer))
+    for m in messages:
+        if m["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return messages, answer
+
+
+@dataclass
+class RunsQueue:
+    sqs: Any  # a boto3 SQS client (moto)
+    url: str
+    arn: str
+    dlq_url: str
+
+    def take_bodies(self, *, dead: bool = False) -> list[dict[str, Any]]:
+        """Receive every message on the queue (or its DLQ) and return their bodies; the messages stay
+        in flight (hidden) afterwards."""
+        url = self.dlq_url if dead else self.url
+        bodies: list[dict[str, Any]] = []
+        for _ in range(1000):  # bounded; a receive returns at most 10 messages
+            messages = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600)
+            if not messages.get("Messages"):
+                break
+            bodies += [json.loads(m["Body"]) for m in messages["Messages"]]
+        return bodies

@@ -6,7 +6,7 @@ so nothing is ever on the queue without a record. Chunk record ids are derived f
 
 With an Idempotency-Key the bulk id is derived from (flow, key, body): a repeat within the
 idempotency TTL gets the first 202 from Powertools; a repeat after a failed submit (some chunks could
-not be queued, 503) resumes it, re-sending only the chunks not yet run. Without a key every submit is
+not be queued, 503) resumes it, re-sending the chunks not yet run. Without a key every submit is
 a new bulk run.
 """
 
@@ -148,7 +148,9 @@ class BulkRunService:
         )
 
     def _resumable(self, parent: ExecutionRecord, messages: list[QueuedRun]) -> list[QueuedRun]:
-        """The chunks of an earlier submit of the same (flow, key, body) that may not be on the queue."""
+        """The chunks of an earlier submit of the same (flow, key, body) that may not be on the queue:
+        those SQS refused, and those still QUEUED (an earlier submit may have stopped before sending
+        them). A chunk sent twice is harmless: its idempotency key starts it once."""
         if parent.num_chunks != len(messages):
             raise ConfigurationError("BULK_CHUNK_SIZE changed since this bulk run was first submitted")
         found = self._store.get_many([_run_id(message) for message in messages])
@@ -157,10 +159,9 @@ class BulkRunService:
             record = found.get(_run_id(message))
             if record is None or _not_queued(record):
                 requeued.append(message)
+            if record is None or _not_queued(record) or record.status is RunStatus.QUEUED:
                 pending.append(message)
-            elif record.status is RunStatus.QUEUED:
-                pending.append(message)  # maybe on the queue already: the worker's key makes a copy harmless
-        self._store.put_many([_chunk_record(parent.flow_id, message) for message in requeued])
+        self._store.put_many([_chunk_record(parent.flow_id, message) for message in requeued])  # QUEUED again
         return pending
 
     def _record_not_queued(self, flow_id: UUID, messages: list[QueuedRun], reasons: dict[int, str]) -> None:
@@ -187,7 +188,7 @@ def _run_id(message: QueuedRun) -> UUID:
 
 
 def _not_queued(record: ExecutionRecord) -> bool:
-    """A chunk whose message never reached the queue (a failed submit): it is safe to send it again."""
+    """A chunk whose message SQS refused in a failed submit."""
     return (
         record.status is RunStatus.FAILED
         and record.attempts == 0

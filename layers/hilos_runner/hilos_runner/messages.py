@@ -7,10 +7,10 @@ schemas/queued-run.schema.json (``hilos-runner schema``); a test fails when that
 """
 
 import json
-from typing import Any, Self
+from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictBool, TypeAdapter, model_validator
 
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, Contact, FlowRunRequest
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
@@ -18,6 +18,19 @@ from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
 # A bulk submit is bounded by its body size (BULK_MAX_BODY_BYTES); this bounds the work a tiny-contact
 # file could still ask for (100,000 contacts = 400 messages at the default chunk size).
 BULK_MAX_CONTACTS = 100_000
+# One contact, and the flow variables, must each leave room in a 256 KiB SQS message for the other.
+MAX_QUEUED_PART_BYTES = 65_536
+
+
+def _fits_a_message(value: Any) -> Any:
+    size = len(_json_adapter.dump_json(value, exclude_unset=True))
+    if size > MAX_QUEUED_PART_BYTES:
+        raise ValueError(f"is {size} bytes of JSON; at most {MAX_QUEUED_PART_BYTES} fit a queued message")
+    return value
+
+
+_json_adapter: TypeAdapter[Any] = TypeAdapter(Any)
+QueuableContact = Annotated[Contact, AfterValidator(_fits_a_message)]
 
 _message_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
@@ -78,11 +91,11 @@ class BulkRunRequest(BaseModel):
 
     model_config = _message_config
 
-    contact_list: list[Contact] = Field(min_length=1, max_length=BULK_MAX_CONTACTS)
+    contact_list: list[QueuableContact] = Field(min_length=1, max_length=BULK_MAX_CONTACTS)
     has_priority: StrictBool = Field(
         default=False, description="True closes any other running flows or conversations of the contacts."
     )
-    flow_execution_variables: dict[str, JsonValue] | None = Field(
+    flow_execution_variables: Annotated[dict[str, JsonValue] | None, AfterValidator(_fits_a_message)] = Field(
         default=None, description="Variables available to the flow in this execution."
     )
 
