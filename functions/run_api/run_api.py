@@ -114,6 +114,7 @@ def create_bulk_run(
         has_priority=has_priority,
         flow_execution_variables=variables_from_json(flow_execution_variables, field="query.flow_execution_variables"),
         location="body",
+        max_contacts=get_settings().bulk_max_contacts,
     )
     accepted = submit_bulk(BulkCommand(flow_id=flow_id, request=request, idempotency_key=idempotency_key))
     return _json(202, accepted.model_dump_json(), {"Location": accepted.status_url})

@@ -256,6 +256,21 @@ class TestSubmit:
         fields = [d["field"] for d in answer.body["details"]]
         assert fields == [field or "query.flow_execution_variables"]
 
+    def test_a_submit_is_bounded_in_contacts_before_any_is_validated(self, monkeypatch: pytest.MonkeyPatch):
+        from hilos_runner import wiring
+
+        monkeypatch.setenv("BULK_MAX_CONTACTS", "5")
+        wiring.reset()
+        rows = contacts(6)
+        rows[0]["email"] = "not-checked"
+
+        answer = call_run_api("POST", BULK_PATH, {"contact_list": rows})
+
+        assert answer.status == 422
+        assert answer.body["details"] == [{"field": "body.contact_list", "reason": "at most 5 contacts"}]
+        assert "hilos-runner CLI" in answer.body["message"]
+        assert call_run_api("POST", BULK_PATH, {"contact_list": contacts(5)}).status == 202
+
     def test_other_media_types_are_415(self):
         answer = call_run_api("POST", BULK_PATH, "<contacts/>", headers={"content-type": "application/xml"})
         assert answer.status == 415

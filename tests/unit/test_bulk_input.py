@@ -140,6 +140,19 @@ class TestCsv:
 
 
 @pytest.mark.parametrize(
+    ("good", "bad", "media"),
+    [
+        ('[{"phone": "+521"}, {"phone": "+522"}]', '[{"phone": "+521"}, {"phone": "+522"}, {"nope": 1}]', "json"),
+        ("phone,email\n+521,\n+522,\n", "phone,email\n+521,\n+522,\n+523,bad\n", "csv"),
+    ],
+)
+def test_too_many_contacts_are_refused_before_any_is_validated(good: str, bad: str, media: str):
+    assert len(parse_contacts(good, media, max_contacts=2).contact_list) == 2  # type: ignore[arg-type]
+    _, found = problems(bad, media, max_contacts=2)
+    assert found == [("contact_list", "at most 2 contacts")]  # the bad third contact was never looked at
+
+
+@pytest.mark.parametrize(
     ("content_type", "media"),
     [
         (None, "json"),

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID, uuid4, uuid5
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from hilos_runner.chunking import chunk_messages, chunk_run_id
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
@@ -31,11 +31,30 @@ _NOT_QUEUED_PREFIX = "not queued: "
 
 
 class BulkCommand(BaseModel):
-    """A bulk submit; also the idempotency payload (key + [flow_id, request])."""
+    """A bulk submit."""
 
     flow_id: UUID
     request: BulkRunRequest
     idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+    _digest: str | None = PrivateAttr(default=None)
+
+    def digest(self) -> str:
+        """SHA-256 of the contact list as sent: a bulk run's identity next to its key."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.request.model_dump_json(exclude_unset=True).encode()).hexdigest()
+        return self._digest
+
+    def fingerprint(self) -> "BulkFingerprint":
+        return BulkFingerprint(flow_id=self.flow_id, request=self.digest(), idempotency_key=self.idempotency_key)
+
+
+class BulkFingerprint(BaseModel):
+    """The idempotency payload of a bulk submit (key + [flow_id, request]): the body's digest instead of
+    the body, so Powertools hashes a few bytes rather than re-serialising thousands of contacts."""
+
+    flow_id: UUID
+    request: str
+    idempotency_key: str | None = None
 
 
 class BulkAccepted(BaseModel):
@@ -177,8 +196,7 @@ class BulkRunService:
 def _bulk_id(command: BulkCommand) -> UUID:
     if command.idempotency_key is None:
         return uuid4()
-    body_digest = hashlib.sha256(command.request.model_dump_json(exclude_unset=True).encode()).hexdigest()
-    return uuid5(_BULK_ID_NAMESPACE, f"{command.flow_id}/{command.idempotency_key}/{body_digest}")
+    return uuid5(_BULK_ID_NAMESPACE, f"{command.flow_id}/{command.idempotency_key}/{command.digest()}")
 
 
 def _run_id(message: QueuedRun) -> UUID:

@@ -68,14 +68,18 @@ def parse_contacts(
     has_priority: bool | None = None,
     flow_execution_variables: dict[str, Any] | None = None,
     location: str = "",
+    max_contacts: int | None = None,
 ) -> BulkRunRequest:
     """The validated bulk request in ``data``; raises ``InvalidRequestError`` listing every problem,
-    with field paths under ``location`` (the API says ``body``)."""
+    with field paths under ``location`` (the API says ``body``). More than ``max_contacts`` contacts
+    are refused before any is validated."""
     outside = {"has_priority": has_priority, "flow_execution_variables": flow_execution_variables}
     outside = {name: value for name, value in outside.items() if value is not None}
     try:
         text = _text_of(data)
-        return _from_csv(text, outside) if media_type == "csv" else _from_json(text, outside)
+        if media_type == "csv":
+            return _from_csv(text, outside, max_contacts)
+        return _from_json(text, outside, max_contacts)
     except InvalidRequestError as error:
         if location:
             error.details = [{**d, "field": ".".join(p for p in (location, d["field"]) if p)} for d in error.details]
@@ -126,7 +130,16 @@ class _Problems:
         raise InvalidRequestError(f"{what}; nothing was queued", details=self.details)
 
 
-def _from_json(text: str, outside: dict[str, Any]) -> BulkRunRequest:
+def _check_count(count: int, max_contacts: int | None) -> None:
+    if max_contacts is not None and count > max_contacts:
+        raise InvalidRequestError(
+            f"{count} contacts are more than the {max_contacts} one bulk run takes; split the list, or queue it "
+            "with the hilos-runner CLI",
+            details=[{"field": "contact_list", "reason": f"at most {max_contacts} contacts"}],
+        )
+
+
+def _from_json(text: str, outside: dict[str, Any], max_contacts: int | None) -> BulkRunRequest:
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -146,11 +159,13 @@ def _from_json(text: str, outside: dict[str, Any]) -> BulkRunRequest:
             "the body must be a JSON object or a list of contacts",
             details=[{"field": "", "reason": "expected a JSON object or array"}],
         )
+    contacts = document.get("contact_list")
+    if isinstance(contacts, list):
+        _check_count(len(contacts), max_contacts)
     try:
         request = BulkRunRequest.model_validate({**document, **outside})
     except ValidationError as error:
         problems.add_validation(error)
-    contacts = document.get("contact_list")
     problems.raise_if_any(len(contacts) if isinstance(contacts, list) else 0, "contacts")
     return request
 
@@ -215,7 +230,7 @@ _CELL_DECODERS: Mapping[str, Callable[[str], Any]] = {
 }
 
 
-def _from_csv(text: str, outside: dict[str, Any]) -> BulkRunRequest:
+def _from_csv(text: str, outside: dict[str, Any], max_contacts: int | None) -> BulkRunRequest:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -230,19 +245,21 @@ def _from_csv(text: str, outside: dict[str, Any]) -> BulkRunRequest:
     columns = [name.strip() for name in header]
     _check_header(columns)
     problems = _Problems()
-    contacts: list[Contact] = []
-    total = 0
+    rows: list[tuple[int, list[str]]] = []
     row = 1
     try:
         for row, cells in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in cells):
-                continue  # blank line
-            total += 1
-            contact = _contact_from_row(row, columns, cells, problems)
-            if contact is not None:
-                contacts.append(contact)
+            if any(cell.strip() for cell in cells):  # blank lines are skipped
+                rows.append((row, cells))
     except csv.Error as exc:
         problems.add(f"row.{row + 1}", f"not valid CSV: {exc}", row + 1)
+    _check_count(len(rows), max_contacts)
+    total = len(rows)
+    contacts: list[Contact] = []
+    for row, cells in rows:
+        contact = _contact_from_row(row, columns, cells, problems)
+        if contact is not None:
+            contacts.append(contact)
     if not problems.details:
         try:
             return BulkRunRequest.model_validate({"contact_list": contacts, **outside})

@@ -15,9 +15,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, St
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, Contact, FlowRunRequest
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
 
-# A bulk submit is bounded by its body size (BULK_MAX_BODY_BYTES); this bounds the work a tiny-contact
-# file could still ask for (100,000 contacts = 400 messages at the default chunk size).
-BULK_MAX_CONTACTS = 100_000
 # One contact, and the flow variables, must each leave room in a 256 KiB SQS message for the other.
 MAX_QUEUED_PART_BYTES = 65_536
 
@@ -91,7 +88,8 @@ class BulkRunRequest(BaseModel):
 
     model_config = _message_config
 
-    contact_list: list[QueuableContact] = Field(min_length=1, max_length=BULK_MAX_CONTACTS)
+    # No upper bound here: the API limits a submit (BULK_MAX_CONTACTS), the CLI takes files of any size.
+    contact_list: list[QueuableContact] = Field(min_length=1)
     has_priority: StrictBool = Field(
         default=False, description="True closes any other running flows or conversations of the contacts."
     )

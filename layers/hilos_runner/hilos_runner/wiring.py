@@ -20,7 +20,7 @@ from hilos_runner.settings import get_settings
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
-    from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkRunService
+    from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkFingerprint, BulkRunService
     from hilos_runner.credentials import HilosTokenSource
     from hilos_runner.executions import ExecutionStore
     from hilos_runner.hilos import HilosClient
@@ -168,8 +168,8 @@ def _idempotent_bulk_submit() -> "Callable[..., BulkAccepted]":
 
     from hilos_runner.bulk import BulkAccepted
 
-    def submit(command: "BulkCommand") -> BulkAccepted:
-        return bulk_service().submit(command)
+    def submit(command: "BulkFingerprint", bulk: "BulkCommand") -> BulkAccepted:
+        return bulk_service().submit(bulk)
 
     return idempotent_function(
         submit,
@@ -215,7 +215,7 @@ def submit_bulk(command: "BulkCommand") -> "BulkAccepted":
     if command.idempotency_key is None:
         return bulk_service().submit(command)
     with _idempotency_errors_as_domain_errors():
-        return _idempotent_bulk_submit()(command=command)
+        return _idempotent_bulk_submit()(command=command.fingerprint(), bulk=command)
 
 
 def reset() -> None:
