@@ -242,6 +242,22 @@ def test_the_executions_table_lists_runs_of_a_flow_newest_first(translated: dict
     assert properties["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
 
 
+ORIGINS = "https://app.example.com,https://admin.example.com"
+
+
+def test_cors_allows_only_the_configured_origins_and_keeps_headers_and_methods(source: dict[str, Any]):
+    translated = translate(source, {"CorsAllowedOrigins": ORIGINS})
+    (body,) = http_api_bodies(translated).values()
+    configs = [c for c in alternatives(body["x-amazon-apigateway-cors"]) if c != {"Ref": "AWS::NoValue"}]
+
+    assert configs
+    for cors in configs:
+        assert cors["allowOrigins"] == {"Fn::Split": [",", ORIGINS]}  # from the parameter, never "*"
+        assert {"authorization", "content-type", "idempotency-key"} <= set(cors["allowHeaders"])
+        assert {"GET", "POST"} <= set(cors["allowMethods"])
+        assert {"location", "retry-after"} <= set(cors["exposeHeaders"])
+
+
 # --- outputs and deploy config -----------------------------------------------------------------------
 
 

@@ -189,8 +189,9 @@ def test_a_cursor_of_another_flow_is_refused(store: ExecutionStore, five_runs: l
         cursor_of({"listed_flow_id": FLOW_ID}),  # not in DynamoDB's attribute-value shape
         cursor_of({"listed_flow_id": {"S": str(OTHER_FLOW_ID)}, "run_id": {"S": str(uuid4())}}),
         base64.urlsafe_b64encode(b"\xff\xfe\x00").decode(),
+        cursor_of({"listed_flow_id": {"S": FLOW_ID}}),  # an incomplete key
     ],
-    ids=["not base64", "not json", "json list", "wrong shape", "other flow", "not utf-8"],
+    ids=["not base64", "not json", "json list", "wrong shape", "other flow", "not utf-8", "incomplete key"],
 )
 def test_a_forged_cursor_is_refused_before_dynamodb_is_asked(stubbed: tuple[ExecutionStore, Stubber], cursor: str):
     store, _ = stubbed  # nothing queued: a DynamoDB call would raise the stubber's error, not this one
@@ -202,7 +203,8 @@ def test_a_forged_cursor_is_refused_before_dynamodb_is_asked(stubbed: tuple[Exec
 
 def test_a_cursor_dynamodb_refuses_is_an_invalid_request(stubbed: tuple[ExecutionStore, Stubber]):
     store, stubber = stubbed
-    forged = cursor_of({"listed_flow_id": {"S": FLOW_ID}})  # right flow, but not a key DynamoDB issued
+    # The right shape and flow, but not a key DynamoDB issued.
+    forged = cursor_of({"listed_flow_id": {"S": FLOW_ID}, "run_id": {"S": "x"}, "created_at": {"S": "y"}})
     stubber.add_client_error("query", "ValidationException", "The provided starting key is invalid")
 
     with pytest.raises(InvalidRequestError) as info:
@@ -232,3 +234,20 @@ def test_dynamodb_failures_are_dependency_failures_naming_the_operation(
     assert operation in info.value.message
     assert code in info.value.message
     assert info.value.retryable
+
+
+def test_timestamps_are_stored_fixed_width_so_the_index_sorts_them_in_time_order():
+    from datetime import UTC, datetime
+
+    from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+
+    whole_second = datetime(2026, 1, 2, 3, 4, 15, tzinfo=UTC)
+    later = datetime(2026, 1, 2, 3, 4, 15, 500_000, tzinfo=UTC)
+    stored = [
+        ExecutionRecord(
+            flow_id=UUID(FLOW_ID), source=RunSource.API, status=RunStatus.QUEUED, num_contacts=1, created_at=moment
+        ).model_dump(mode="json")["created_at"]
+        for moment in (whole_second, later)
+    ]
+    assert stored == ["2026-01-02T03:04:15.000000Z", "2026-01-02T03:04:15.500000Z"]
+    assert sorted(stored) == stored

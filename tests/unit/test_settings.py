@@ -129,3 +129,9 @@ def test_get_settings_fails_loudly_on_a_bad_environment(monkeypatch: pytest.Monk
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("path", ["/flow/{flow_id}/{channel}", "/flow/{flow_id}/run{", "/flow/{flow_id}/{0}"])
+def test_a_run_path_that_cannot_be_formatted_is_refused_at_start(path: str):
+    with pytest.raises(ConfigurationError, match="HILOS_RUN_PATH"):
+        Settings.from_env({"HILOS_RUN_PATH": path})

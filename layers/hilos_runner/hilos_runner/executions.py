@@ -15,14 +15,15 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
 
 FLOW_INDEX_NAME = "by-flow"
+_CURSOR_KEY_ATTRIBUTES = {"run_id", "listed_flow_id", "created_at"}
 # DynamoDB's per-call limits for BatchWriteItem and BatchGetItem.
 _BATCH_WRITE_ITEMS = 25
 _BATCH_GET_KEYS = 100
@@ -48,6 +49,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _iso_utc(moment: datetime) -> str:
+    # Fixed width (always microseconds, always Z): the by-flow index sorts these strings, and
+    # "...:15Z" would sort after "...:15.5Z".
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str, when_used="json")]
+
+
 class ExecutionRecord(BaseModel):
     """One run as stored and as shown to callers (the Hilos token is never part of it)."""
 
@@ -64,8 +74,8 @@ class ExecutionRecord(BaseModel):
     parent_id: UUID | None = None
     chunk_index: int | None = None
     num_chunks: int | None = Field(default=None, description="Set on the parent record of a bulk run.")
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
+    created_at: Timestamp = Field(default_factory=utc_now)
+    updated_at: Timestamp = Field(default_factory=utc_now)
 
 
 class RunPage(BaseModel):
@@ -183,7 +193,13 @@ def _encode_cursor(key: dict[str, Any]) -> str:
 def _decode_cursor(cursor: str, flow_id: UUID) -> dict[str, Any]:
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        valid = isinstance(key, dict) and key.get("listed_flow_id") == {"S": str(flow_id)}
+        # Exactly the index's key, as this listing wrote it: anything else is forged or stale.
+        valid = (
+            isinstance(key, dict)
+            and set(key) == _CURSOR_KEY_ATTRIBUTES
+            and all(isinstance(value, dict) and set(value) == {"S"} for value in key.values())
+            and key["listed_flow_id"] == {"S": str(flow_id)}
+        )
     except (ValueError, binascii.Error, UnicodeDecodeError):
         valid = False
     if not valid:

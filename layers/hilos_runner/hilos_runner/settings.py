@@ -6,6 +6,7 @@ variable named, instead of failing the first request in a confusing way.
 """
 
 import os
+import re
 from collections.abc import Mapping
 from functools import cache
 
@@ -70,8 +71,8 @@ class Settings(BaseModel):
     @field_validator("hilos_run_path")
     @classmethod
     def _run_path_has_flow_id(cls, value: str) -> str:
-        if "{flow_id}" not in value or not value.startswith("/"):
-            raise ValueError("must start with '/' and contain '{flow_id}'")
+        if not re.fullmatch(r"/[^{}]*\{flow_id\}[^{}]*", value):
+            raise ValueError("must start with '/' and contain '{flow_id}' and no other braces")
         return value
 
     @classmethod
