@@ -17,6 +17,17 @@ from types import FrameType
 from local.sandbox import FaultKind
 from local.stack import ConfigurationProblem, LocalConfig, LocalStack, configure_logging, log
 
+ENVIRONMENT_HELP = """environment:
+  HILOS_API_URL, HILOS_TOKEN  a real Hilos (or any server) instead of the sandbox; the token goes into the
+                              local secret and is never printed
+  HILOS_RUN_PATH              the run path, e.g. /channel/whatsapp/flow/{flow_id}/run
+  AWS_ENDPOINT_URL            an AWS endpoint instead of the stack's own moto server (resources created
+                              there if missing; credentials from AWS_* variables or AWS_PROFILE)
+  LOCAL_API_PORT, LOCAL_SANDBOX_PORT, LOCAL_MOTO_PORT, LOCAL_STATE_DIR   defaults of the flags above
+  function settings template.yaml does not set (HILOS_CONNECT_RETRIES, RETRY_BASE_DELAY_SECONDS, ...)
+                              are passed on to the functions
+"""
+
 
 def _fault_mix(text: str) -> dict[FaultKind, float]:
     """'503=2,429=1,slow=1' -> relative weights of the fault kinds."""
@@ -40,10 +51,17 @@ def _parameter(text: str) -> tuple[str, str]:
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m local",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ports = parser.add_argument_group("ports (127.0.0.1; 0 = any free port)")
     ports.add_argument("--api-port", type=int, default=int(env("LOCAL_API_PORT", "3000")), help="HTTP front (3000)")
-    ports.add_argument("--sandbox-port", type=int, default=int(env("LOCAL_SANDBOX_PORT", "4010")), help="Hilos sandbox")
+    ports.add_argument(
+        "--sandbox-port", type=int, default=int(env("LOCAL_SANDBOX_PORT", "4010")), help="Hilos sandbox (4010)"
+    )
     ports.add_argument("--moto-port", type=int, default=int(env("LOCAL_MOTO_PORT", "5005")), help="moto server (5005)")
     parser.add_argument(
         "--state-dir", type=Path, default=Path(env("LOCAL_STATE_DIR", ".local")), help="where stack.json goes (.local)"

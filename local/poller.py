@@ -29,6 +29,15 @@ _SQS_MAX_MESSAGES_PER_RECEIVE = 10
 _LONG_POLL_SECONDS = 1
 _BACKOFF_AFTER_ERROR_SECONDS = 1.0
 _STOP_GRACE_SECONDS = 5
+# moto's ReceiveMessage is not atomic: two long polls woken together can both take one message, a
+# double delivery real SQS makes rare. The pollers of one queue therefore receive one at a time.
+_receive_locks: dict[str, threading.Lock] = {}
+_receive_locks_guard = threading.Lock()
+
+
+def _receive_lock(queue_url: str) -> threading.Lock:
+    with _receive_locks_guard:
+        return _receive_locks.setdefault(queue_url, threading.Lock())
 
 
 class SqsPoller:
@@ -46,6 +55,7 @@ class SqsPoller:
         self._source = source
         self._invoke = invoke
         self._stop = threading.Event()
+        self._receiving = _receive_lock(source.queue_url)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -76,13 +86,14 @@ class SqsPoller:
             wait = _LONG_POLL_SECONDS
             if deadline is not None:
                 wait = int(min(_LONG_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-            answer = self._sqs.receive_message(
-                QueueUrl=source.queue_url,
-                MaxNumberOfMessages=min(_SQS_MAX_MESSAGES_PER_RECEIVE, source.batch_size - len(messages)),
-                WaitTimeSeconds=wait,
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
+            with self._receiving:
+                answer = self._sqs.receive_message(
+                    QueueUrl=source.queue_url,
+                    MaxNumberOfMessages=min(_SQS_MAX_MESSAGES_PER_RECEIVE, source.batch_size - len(messages)),
+                    WaitTimeSeconds=wait,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
             received = answer.get("Messages", [])
             messages.extend(received)
             if not messages:

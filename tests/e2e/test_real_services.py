@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.local_stack import REPO_ROOT, RunningStack, start_stack, stop_stack
+from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
 from tests.helpers import TEST_TOKEN, contact, hilos_execution, run_body
 from tests.hilos_schema import assert_matches_hilos_run_request
 
 pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingHilos(ThreadingHTTPServer):
