@@ -1,0 +1,224 @@
+"""Access: who can call what, and what each function may touch.
+
+- every route the code serves is deployed, and deployed behind the JWT authorizer (none open, no catch-all);
+- CORS is an allow-list: exact origins from a parameter whose pattern refuses wildcards, no credentials;
+- no IAM permission is granted on "*" where the resource has a name: the only managed policy left is
+  X-Ray's (it has no resource-level permissions), each function writes logs to its own group only;
+- every checkov finding the template does not fix is skipped in place with its reason (make lint runs
+  checkov itself, from its own virtualenv);
+- the request limits each give a clear 413 / 422 naming what is too large, before Hilos is called.
+"""
+
+import re
+from typing import Any
+
+import pytest
+import responses
+
+from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES
+from local.stack_resources import load_template
+from tests.helpers import FLOW_ID, call_run_api, contact, run_body
+from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of, translate
+
+XRAY_POLICY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"}
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def translated(source: dict[str, Any]) -> dict[str, Any]:
+    return translate(source)
+
+
+# --- routes ------------------------------------------------------------------------------------------------
+
+
+def code_routes() -> set[tuple[str, str]]:
+    """(METHOD, /path/{param}) of every route run_api serves, from the Powertools router itself."""
+    import run_api
+
+    routes = set()
+    for route in run_api.app._static_routes + run_api.app._dynamic_routes:
+        path = re.sub(r"<(\w+)>", r"{\1}", route.path)
+        routes.add((route.method.upper(), path))
+    return routes
+
+
+def deployed_operations(translated: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    (api,) = resources_of(translated, "AWS::ApiGatewayV2::Api").values()
+    body = api["Properties"]["Body"]
+    return {
+        (method.upper(), path): operation
+        for path, operations in body["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
+def test_every_route_the_code_serves_is_deployed_and_nothing_else(translated: dict[str, Any]):
+    deployed = set(deployed_operations(translated))
+    assert code_routes() == deployed
+    assert not any(
+        path in ("$default", "/{proxy+}") or method == "X-AMAZON-APIGATEWAY-ANY-METHOD" for method, path in deployed
+    )
+
+
+def test_every_deployed_route_requires_a_jwt(translated: dict[str, Any]):
+    (api,) = resources_of(translated, "AWS::ApiGatewayV2::Api").values()
+    schemes = api["Properties"]["Body"]["components"]["securitySchemes"]
+    for (method, path), operation in deployed_operations(translated).items():
+        requirements = operation.get("security")
+        assert requirements, f"{method} {path} is open"
+        for requirement in requirements:
+            assert requirement, f"{method} {path}: an empty requirement lets anyone in"
+            for name in requirement:
+                assert schemes[name]["x-amazon-apigateway-authorizer"]["type"] == "jwt", f"{method} {path}"
+
+
+def test_no_function_event_opts_out_of_the_authorizer(source: dict[str, Any]):
+    api = source["Resources"]["RunApi"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "JwtAuthorizer"
+    for function_id, function in resources_of(source, "AWS::Serverless::Function").items():
+        for event_id, event in function["Properties"].get("Events", {}).items():
+            if event["Type"] != "HttpApi":
+                continue
+            authorizer = event["Properties"].get("Auth", {}).get("Authorizer", "JwtAuthorizer")
+            assert authorizer == "JwtAuthorizer", f"{function_id}.{event_id}"
+
+
+# --- CORS --------------------------------------------------------------------------------------------------
+
+
+def test_cors_is_an_allow_list_of_exact_origins(source: dict[str, Any]):
+    origins = "https://app.example.com,https://admin.example.com"
+    (api,) = resources_of(translate(source, {"CorsAllowedOrigins": origins}), "AWS::ApiGatewayV2::Api").values()
+    configurations = [c for c in alternatives(api["Properties"]["Body"]["x-amazon-apigateway-cors"]) if "Ref" not in c]
+    assert configurations
+    for cors in configurations:
+        assert cors["allowOrigins"] == {"Fn::Split": [",", origins]}
+        assert not cors.get("allowCredentials")
+        assert "*" not in cors["allowHeaders"]
+        assert "*" not in cors["allowMethods"]
+    pattern = source["Parameters"]["CorsAllowedOrigins"]["AllowedPattern"]
+    for refused in ("*", "https://*.example.com", "", "https://a.example.com,*", "null", "https://a.example.com, *"):
+        assert not re.fullmatch(pattern, refused), refused
+    for accepted in ("https://app.example.com", "https://a.example.com,http://localhost:5173"):
+        assert re.fullmatch(pattern, accepted), accepted
+
+
+# --- IAM ---------------------------------------------------------------------------------------------------
+
+
+def test_every_function_runs_with_a_role_of_the_template(translated: dict[str, Any]):
+    for name, function in resources_of(translated, "AWS::Lambda::Function").items():
+        role = function["Properties"]["Role"]
+        assert role == {"Fn::GetAtt": [role["Fn::GetAtt"][0], "Arn"]}, name
+        assert role["Fn::GetAtt"][0] in translated["Resources"], name
+
+
+def test_no_permission_on_every_resource_where_the_resource_has_a_name(translated: dict[str, Any]):
+    for name, role in resources_of(translated, "AWS::IAM::Role").items():
+        # SAM's AWSLambdaBasicExecutionRole would allow logs on "*"; X-Ray has no resource-level permissions.
+        assert role["Properties"].get("ManagedPolicyArns", []) in ([], [XRAY_POLICY]), name
+    for where, statement in inline_statements(translated):
+        for resource in as_list(statement["Resource"]):
+            for value in alternatives(resource):
+                assert value != "*", f"{where}: {value}"
+                assert "*" not in str(value).replace(":*", ""), f"{where}: {value}"
+
+
+def test_each_function_writes_logs_to_its_own_group_only(translated: dict[str, Any]):
+    for name, function in resources_of(translated, "AWS::Lambda::Function").items():
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]
+        (group_id,) = references(group)
+        role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        logs = [
+            statement
+            for where, statement in inline_statements(translated)
+            if where.startswith(f"{role_id}/") and any(a.startswith("logs:") for a in as_list(statement["Action"]))
+        ]
+        assert logs, name
+        for statement in logs:
+            assert as_list(statement["Resource"]) == [{"Fn::GetAtt": [group_id, "Arn"]}], name
+            assert set(as_list(statement["Action"])) <= {"logs:CreateLogStream", "logs:PutLogEvents"}, name
+
+
+# --- checkov: skips only with a reason, in place ---------------------------------------------------------------
+
+
+def test_every_checkov_skip_is_justified_in_place(source: dict[str, Any]):
+    skips = [
+        (name, skip)
+        for name, resource in source["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for name, skip in skips:
+        assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (name, skip)
+        assert len(skip.get("comment", "").split()) >= 12, f"{name}: {skip['id']} needs a reason"
+    # Nothing is skipped that the template can simply satisfy.
+    fixable = {"CKV_AWS_28", "CKV_AWS_45", "CKV_AWS_59", "CKV_AWS_76", "CKV_AWS_111", "CKV_AWS_108"}
+    assert not {skip["id"] for _, skip in skips} & fixable
+
+
+# --- request limits: a clear 413 / 422, Hilos never called ---------------------------------------------------
+
+
+@pytest.mark.usefixtures("aws")
+class TestRequestLimits:
+    def test_a_body_over_the_limit_is_413(self, hilos: responses.RequestsMock):
+        from hilos_runner.settings import get_settings
+
+        limit = get_settings().max_body_bytes
+        answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", {"contact_list": [contact(first_name="x" * limit)]})
+
+        assert answer.status == 413
+        assert answer.body == {
+            "code": "body_too_large",
+            "message": f"the body exceeds {limit} bytes",
+            "details": [{"field": "body", "reason": "too large"}],
+        }
+        assert len(hilos.calls) == 0
+
+    def test_a_bulk_body_over_its_limit_is_413(self, hilos: responses.RequestsMock):
+        from hilos_runner.settings import get_settings
+
+        limit = get_settings().bulk_max_body_bytes
+        body = "phone\n" + "+5215512345678\n" * (limit // 15 + 1)
+        answer = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", body, headers={"content-type": "text/csv"})
+
+        assert answer.status == 413
+        assert answer.body["code"] == "body_too_large"
+
+    def test_more_contacts_than_one_run_takes_is_422_naming_the_list(self, hilos: responses.RequestsMock):
+        answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(MAX_CONTACTS_PER_RUN + 1))
+
+        assert answer.status == 422
+        assert answer.body["code"] == "validation_error"
+        assert [d["field"] for d in answer.body["details"]] == ["body.contact_list"]
+        assert str(MAX_CONTACTS_PER_RUN) in answer.body["details"][0]["reason"]
+        assert len(hilos.calls) == 0
+
+    def test_a_meta_over_its_limit_is_422_naming_the_contact_and_field(self, hilos: responses.RequestsMock):
+        big_meta = {"notes": "x" * MAX_META_BYTES}
+        answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", {"contact_list": [contact(), contact(meta=big_meta)]})
+
+        assert answer.status == 422
+        assert [d["field"] for d in answer.body["details"]] == ["body.contact_list.1.meta"]
+        assert f"{MAX_META_BYTES} bytes" in answer.body["details"][0]["reason"]
+        assert len(hilos.calls) == 0
+
+    def test_a_bulk_list_over_the_contact_limit_is_refused_naming_the_list(
+        self, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+    ):
+        from hilos_runner import wiring
+
+        monkeypatch.setenv("BULK_MAX_CONTACTS", "3")
+        wiring.reset()
+        answer = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(4))
+
+        assert answer.status in (413, 422)
+        assert answer.body["details"][0]["field"].endswith("contact_list")
+        assert "at most 3 contacts" in answer.body["details"][0]["reason"]
