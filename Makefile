@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv dev test lint unit build deploy clean chaos fuzz checkov
+.PHONY: venv dev test lint unit bench build deploy clean chaos fuzz checkov
 
 $(STAMP): requirements-dev.txt constraints.txt layers/hilos_runner/requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ checkov: $(CHECKOV_STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+## make bench: cold starts, warm overhead, waste counters, batch concurrency, 10,000 contacts end to end and
+## layer size, each against a baseline measured in the same run: one table on stdout, the same as JSON in
+## .local/bench.json, progress on stderr (a few minutes). Options in ARGS, e.g. ARGS="--only cold,warm --pairs 9"
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
 
 ## make build / deploy: need the AWS SAM CLI on PATH (https://docs.aws.amazon.com/serverless-application-model/)
 build:

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID, uuid4, uuid5
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hilos_runner.chunking import chunk_messages, chunk_run_id
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
@@ -28,10 +28,14 @@ from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
 
 _BULK_ID_NAMESPACE = UUID("6f0b1c9e-3d0a-4f7e-9a51-2a7c4c1d8e3b")
 _NOT_QUEUED_PREFIX = "not queued: "
+# Built on first use, not at import: run_api's cold start serves single runs more often than bulk ones.
+_DEFERRED = ConfigDict(defer_build=True)
 
 
 class BulkCommand(BaseModel):
     """A bulk submit."""
+
+    model_config = _DEFERRED
 
     flow_id: UUID
     request: BulkRunRequest
@@ -52,12 +56,16 @@ class BulkFingerprint(BaseModel):
     """The idempotency payload of a bulk submit (key + [flow_id, request]): the body's digest instead of
     the body, so Powertools hashes a few bytes rather than re-serialising thousands of contacts."""
 
+    model_config = _DEFERRED
+
     flow_id: UUID
     request: str
     idempotency_key: str | None = None
 
 
 class BulkAccepted(BaseModel):
+    model_config = _DEFERRED
+
     id: UUID = Field(description="The bulk run's id (also its parent execution record).")
     num_contacts: int
     chunks: int = Field(description="Queued messages, one Hilos call each.")
@@ -71,6 +79,8 @@ class BulkProgress(StrEnum):
 
 
 class BulkChunkStatus(BaseModel):
+    model_config = _DEFERRED
+
     run_id: UUID
     chunk_index: int | None
     status: RunStatus
@@ -83,6 +93,8 @@ class BulkChunkStatus(BaseModel):
 
 
 class BulkRunStatus(BaseModel):
+    model_config = _DEFERRED
+
     id: UUID
     flow_id: UUID
     status: BulkProgress

@@ -29,7 +29,9 @@ def _fits_a_message(value: Any) -> Any:
 _json_adapter: TypeAdapter[Any] = TypeAdapter(Any)
 QueuableContact = Annotated[Contact, AfterValidator(_fits_a_message)]
 
-_message_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+# defer_build: validators are built on first use, not at import; run_api's single-run path and its cold
+# start never need these (each costs tens of ms to build).
+_message_config = ConfigDict(extra="forbid", str_strip_whitespace=False, defer_build=True)
 
 
 class QueuedRun(BaseModel):

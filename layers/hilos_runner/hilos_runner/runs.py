@@ -10,6 +10,7 @@ repeated key gets the first answer (even an UNKNOWN one) instead of a second Hil
 removes the idempotency record, so a retry with the same key may try again.
 """
 
+import hashlib
 from typing import Any
 from uuid import UUID
 
@@ -30,8 +31,18 @@ RUN_IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}(#[0-9]{1,6})?$"
 _MAYBE_SENT = (RunStatus.SENDING, RunStatus.SUBMITTED, RunStatus.UNKNOWN)
 
 
+class RunFingerprint(BaseModel):
+    """The idempotency payload of a run (key + [flow_id, request]): the digest of the body Hilos gets instead
+    of the contacts, so Powertools copies and hashes a few bytes, not the whole request (it deep-copies its
+    payload: ~70 ms for 250 contacts)."""
+
+    flow_id: UUID
+    request: str
+    idempotency_key: str | None = None
+
+
 class RunCommand(BaseModel):
-    """Everything needed to start one run; the idempotency payload (key + [flow_id, request])."""
+    """Everything needed to start one run; its ``fingerprint()`` is the idempotency payload."""
 
     flow_id: UUID
     request: FlowRunRequest
@@ -43,6 +54,10 @@ class RunCommand(BaseModel):
     parent_id: UUID | None = None
     chunk_index: int | None = None
     attempt: int = 1
+
+    def fingerprint(self) -> RunFingerprint:
+        digest = hashlib.sha256(self.request.hilos_body()).hexdigest()
+        return RunFingerprint(flow_id=self.flow_id, request=digest, idempotency_key=self.idempotency_key)
 
 
 class RunResult(BaseModel):

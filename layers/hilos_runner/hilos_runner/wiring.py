@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hilos_runner.executions import ExecutionStore
     from hilos_runner.hilos import HilosClient
     from hilos_runner.queue import QueueSender
-    from hilos_runner.runs import RunCommand, RunResult, RunService
+    from hilos_runner.runs import RunCommand, RunFingerprint, RunResult, RunService
     from hilos_runner.worker import QueuedRunWorker
 
 
@@ -148,8 +148,8 @@ def _idempotent_start() -> "Callable[..., RunResult]":
 
     from hilos_runner.runs import RunResult
 
-    def start(command: "RunCommand") -> RunResult:
-        return run_service().start(command)
+    def start(command: "RunFingerprint", run: "RunCommand") -> RunResult:
+        return run_service().start(run)
 
     return idempotent_function(
         start,
@@ -207,7 +207,7 @@ def start_run(command: "RunCommand") -> "RunResult":
     if command.idempotency_key is None:
         return run_service().start(command)
     with _idempotency_errors_as_domain_errors():
-        return _idempotent_start()(command=command)
+        return _idempotent_start()(command=command.fingerprint(), run=command)
 
 
 def submit_bulk(command: "BulkCommand") -> "BulkAccepted":

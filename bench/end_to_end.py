@@ -1,0 +1,84 @@
+"""End to end: 10,000 contacts submitted in bulk through the local stack (`python -m local` in a subprocess:
+HTTP front -> run_api -> SQS -> pollers -> bulk_worker -> Hilos sandbox with a set latency)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.figures import FLOW_ID, Figure, contacts, progress
+from local.running_stack import start_stack, stop_stack
+from local.stack_resources import load_template
+
+CONTACTS = 10_000
+TIMEOUT_SECONDS = 180
+
+
+def _template_default(name: str) -> int:
+    return int(load_template()["Parameters"][name]["Default"])
+
+
+def figures(latency_ms: int) -> list[Figure]:
+    # The template's defaults (chunk size, worker concurrency, pollers = the mapping's MaximumConcurrency),
+    # but no batching window: the floor below does not count time spent waiting to fill a batch.
+    pollers = _template_default("WorkerMaximumConcurrency")
+    worker_concurrency = _template_default("WorkerConcurrency")
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as state_dir:
+        stack = start_stack(
+            Path(state_dir),
+            f"--latency-ms={latency_ms}",
+            f"--pollers={pollers}",
+            "--parameter-overrides",
+            "WorkerBatchingWindowSeconds=0",
+        )
+        try:
+            body = {"contact_list": contacts(CONTACTS)}
+            started = time.perf_counter()
+            answer = stack.api("POST", f"/flows/{FLOW_ID}/bulk-runs", json=body)
+            assert answer.status_code == 202, answer.text
+            accepted = time.perf_counter()
+            bulk: dict[str, Any] = answer.json()
+            progress(f"  accepted {bulk['num_contacts']} contacts in {bulk['chunks']} chunks; waiting for Hilos calls")
+            status = _wait_until_done(stack, bulk["id"])
+            finished = time.perf_counter()
+        finally:
+            stop_stack(stack)
+    assert status["chunks_by_status"].get("SUBMITTED") == bulk["chunks"], status["chunks_by_status"]
+    chunks = bulk["chunks"]
+    concurrency = pollers * worker_concurrency
+    floor = chunks * latency_ms / 1000 / concurrency
+    total, drain = finished - started, finished - accepted
+    return [
+        Figure(
+            f"end to end {CONTACTS:,} contacts (contacts/s)",
+            CONTACTS / total,
+            None,
+            "contacts/s",
+            "-",
+            None,
+            f"submit (validation of every contact) {accepted - started:.2f} s + queue drain {drain:.2f} s",
+        ),
+        Figure(
+            f"  queue drain vs floor (s), {chunks} chunks",
+            drain,
+            floor,
+            "s",
+            "ratio <= 2",
+            drain <= 2 * floor,
+            f"floor = {chunks} chunks x {latency_ms} ms / {concurrency} "
+            f"({pollers} pollers x WORKER_CONCURRENCY {worker_concurrency})",
+        ),
+    ]
+
+
+def _wait_until_done(stack: Any, bulk_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while True:
+        status = stack.api("GET", f"/bulk-runs/{bulk_id}").json()
+        if status["status"] != "IN_PROGRESS":
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bulk run not done after {TIMEOUT_SECONDS} s: {status['chunks_by_status']}")
+        time.sleep(0.1)
