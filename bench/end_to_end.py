@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.environment import REPO_ROOT
 from bench.figures import FLOW_ID, Figure, contacts, progress
 from local.running_stack import start_stack, stop_stack
 from local.stack_resources import load_template
 
 CONTACTS = 10_000
+LOG_COPY = REPO_ROOT / ".local" / "bench-stack.log"
 TIMEOUT_SECONDS = 180
 
 
@@ -45,6 +47,9 @@ def figures(latency_ms: int) -> list[Figure]:
             finished = time.perf_counter()
         finally:
             stop_stack(stack)
+            # Kept for a look at the timeline (batches, invocations) after the run.
+            LOG_COPY.parent.mkdir(parents=True, exist_ok=True)
+            LOG_COPY.write_bytes(stack.log_path.read_bytes())
     assert status["chunks_by_status"].get("SUBMITTED") == bulk["chunks"], status["chunks_by_status"]
     chunks = bulk["chunks"]
     concurrency = pollers * worker_concurrency
