@@ -9,6 +9,7 @@
 - the request limits each give a clear 413 / 422 naming what is too large, before Hilos is called.
 """
 
+import json
 import re
 from typing import Any
 
@@ -222,3 +223,23 @@ class TestRequestLimits:
         assert answer.status in (413, 422)
         assert answer.body["details"][0]["field"].endswith("contact_list")
         assert "at most 3 contacts" in answer.body["details"][0]["reason"]
+
+    @pytest.mark.parametrize("path", [f"/flows/{FLOW_ID}/runs", f"/flows/{FLOW_ID}/bulk-runs"])
+    def test_a_body_that_is_not_utf8_is_422_not_500(self, hilos: responses.RequestsMock, path: str):
+        # Found by the schemathesis run (tests/fuzz/test_api.py): API Gateway base64-encodes such a body.
+        import base64
+
+        import run_api
+        from local.events import LocalLambdaContext, http_api_event
+
+        event = http_api_event("POST", path, headers={"content-type": "application/json"})
+        event.update(body=base64.b64encode(b"\x80\xff").decode(), isBase64Encoded=True)
+        answer = run_api.lambda_handler(event, LocalLambdaContext(function_name="run-api"))
+
+        assert answer["statusCode"] == 422
+        assert json.loads(answer["body"]) == {
+            "code": "validation_error",
+            "message": "the request is not valid",
+            "details": [{"field": "body", "reason": "not UTF-8 text"}],
+        }
+        assert len(hilos.calls) == 0
