@@ -94,6 +94,25 @@ class ExecutionStore:
     def put(self, record: ExecutionRecord) -> None:
         self._call("put_item", TableName=self._table, Item=self._item(record))
 
+    def replace_if_status(self, record: ExecutionRecord, expected: RunStatus) -> bool:
+        """Write ``record`` only if the stored one still has status ``expected`` (optimistic concurrency:
+        a second delivery of the same message may have moved it on meanwhile). True if written."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(record),
+                ConditionExpression="#status = :expected",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":expected": {"S": expected.value}},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise DependencyUnavailableError(f"DynamoDB put_item failed ({exc.response['Error'].get('Code')})") from exc
+        return True
+
     def put_many(self, records: Sequence[ExecutionRecord]) -> None:
         """Write many records with BatchWriteItem (25 per call); unprocessed items are retried, bounded."""
         for start in range(0, len(records), _BATCH_WRITE_ITEMS):

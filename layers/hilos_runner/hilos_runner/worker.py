@@ -198,11 +198,13 @@ class QueuedRunWorker:
             record = self._store.get(run_id)
             if record is None:
                 return
+            seen = record.status
             record.status = RunStatus.FAILED if last else RunStatus.QUEUED
             then = "no more retries; the message goes to the dead-letter queue" if last else "it will be retried"
             record.last_error = f"{error.message} (attempt {attempt} of {self._settings.max_receive_count}; {then})"
             record.updated_at = utc_now()
-            self._store.put(record)
+            # Conditional: another delivery of the same message may have SUBMITTED it since we read it.
+            self._store.replace_if_status(record, seen)
         except HilosRunnerError:
             logger.exception("could not update the record of a run to retry", extra={"run_id": str(run_id)})
 
