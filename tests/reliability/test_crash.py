@@ -32,9 +32,9 @@ from tests.reliability.faults import InvocationKilled, aws_error, inject, unreac
 pytestmark = pytest.mark.usefixtures("worker")
 
 PHONES = ["+5215500000001", "+5215500000002", "+5215500000003"]
-# The invocation that crashes has 3 s; a Hilos call's budget is 1.5 s (connect 0.5 s, no connect retries,
+# The invocation that crashes has 4 s; a Hilos call's budget is 1.5 s (connect 0.5 s, no connect retries,
 # read 1 s, no margin), so the time guard lets every call start, and the IN_PROGRESS idempotency records
-# it leaves behind expire 3 s after it started (Powertools ties them to the invocation's remaining time).
+# it leaves behind expire 4 s after it started (Powertools ties them to the invocation's remaining time).
 FAST_CALLS = {
     "HILOS_CONNECT_TIMEOUT_SECONDS": "0.5",
     "HILOS_CONNECT_RETRIES": "0",
@@ -42,7 +42,7 @@ FAST_CALLS = {
     "WORKER_CALL_MARGIN_SECONDS": "0",
     "WORKER_CONCURRENCY": "1",  # records one after the other: the crash point is deterministic
 }
-CRASHED_INVOCATION_SECONDS = 3
+CRASHED_INVOCATION_SECONDS = 4
 
 
 @pytest.fixture
