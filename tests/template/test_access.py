@@ -17,21 +17,10 @@ import pytest
 import responses
 
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES
-from local.stack_resources import load_template
 from tests.helpers import FLOW_ID, call_run_api, contact, run_body
 from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of, translate
 
 XRAY_POLICY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"}
-
-
-@pytest.fixture(scope="module")
-def source() -> dict[str, Any]:
-    return load_template()
-
-
-@pytest.fixture(scope="module")
-def translated(source: dict[str, Any]) -> dict[str, Any]:
-    return translate(source)
 
 
 # --- routes ------------------------------------------------------------------------------------------------

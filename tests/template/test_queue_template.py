@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from hilos_runner.settings import Settings
-from local.stack_resources import create_stack_resources, load_template
-from tests.template.test_template import as_list, inline_statements, references, resources_of, translate
+from local.stack_resources import create_stack_resources
+from tests.template.test_template import as_list, inline_statements, references, resources_of
 
 SQS_WORKER_ACTIONS = {
     "sqs:ReceiveMessage",
@@ -17,16 +17,6 @@ SQS_WORKER_ACTIONS = {
     "sqs:GetQueueAttributes",
     "sqs:ChangeMessageVisibility",
 }
-
-
-@pytest.fixture(scope="module")
-def source() -> dict[str, Any]:
-    return load_template()
-
-
-@pytest.fixture(scope="module")
-def translated(source: dict[str, Any]) -> dict[str, Any]:
-    return translate(source)
 
 
 def parameter(template: dict[str, Any], value: Any) -> dict[str, Any]:

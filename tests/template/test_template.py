@@ -44,16 +44,6 @@ def translate(template: dict[str, Any], parameter_values: dict[str, Any] | None 
         return dict(transform(packaged, parameter_values or {}, _NoManagedPolicies()))
 
 
-@pytest.fixture(scope="module")
-def source() -> dict[str, Any]:
-    return load_template()
-
-
-@pytest.fixture(scope="module")
-def translated(source: dict[str, Any]) -> dict[str, Any]:
-    return translate(source)
-
-
 def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == resource_type}
 
