@@ -24,7 +24,7 @@ os.environ.update(
 for _variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "HILOS_API_URL"):
     os.environ.pop(_variable, None)
 
-from tests.helpers import TEST_TOKEN  # noqa: E402
+from tests.helpers import TEST_TOKEN, use_function_environment  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +54,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator["StackResources"]:  # noqa:
 
     with mock_aws():
         stack = create_stack_resources(boto3.Session(), hilos_token=TEST_TOKEN)
-        for name, value in stack.function_environment("RunApiFunction").items():
-            monkeypatch.setenv(name, value)
-        wiring.reset()
+        use_function_environment(stack, "RunApiFunction", monkeypatch.setenv)
         yield stack
         wiring.reset()
 

@@ -134,3 +134,13 @@ class RunsQueue:
                 break
             bodies += [json.loads(m["Body"]) for m in messages["Messages"]]
         return bodies
+
+
+def use_function_environment(stack: Any, logical_id: str, setenv: Any) -> None:
+    """Give this process ``logical_id``'s environment from template.yaml (resolved against ``stack``),
+    and drop every cached client and setting so the next call builds them from it."""
+    from hilos_runner import wiring
+
+    for name, value in stack.function_environment(logical_id).items():
+        setenv(name, value)
+    wiring.reset()

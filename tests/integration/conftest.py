@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RunsQueue
+from tests.helpers import RunsQueue, use_function_environment
 
 
 @pytest.fixture
@@ -14,9 +14,7 @@ def worker(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The `aws` stack with bulk_worker's environment from template.yaml (Globals + its own variables)."""
     from hilos_runner import wiring
 
-    for name, value in aws.function_environment("BulkWorkerFunction").items():
-        monkeypatch.setenv(name, value)
-    wiring.reset()
+    use_function_environment(aws, "BulkWorkerFunction", monkeypatch.setenv)
     yield aws
     wiring.reset()
 

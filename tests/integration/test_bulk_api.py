@@ -20,6 +20,7 @@ from tests.helpers import (
     deliver,
     hilos_execution,
     run_body,
+    use_function_environment,
 )
 
 BULK_PATH = f"/flows/{FLOW_ID}/bulk-runs"
@@ -66,11 +67,9 @@ def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: pytest.MonkeyPatch, *, o
     from hilos_runner import wiring
 
     with monkeypatch.context() as env:
-        for name, value in aws.function_environment("BulkWorkerFunction").items():
-            env.setenv(name, value)
-        if one_at_a_time:
+        use_function_environment(aws, "BulkWorkerFunction", env.setenv)
+        if one_at_a_time:  # read on first use, after the reset above
             env.setenv("WORKER_CONCURRENCY", "1")
-        wiring.reset()
         seen = 0
         for _ in range(50):  # bounded
             messages, _answer = deliver(runs_queue.sqs, runs_queue.url, runs_queue.arn)

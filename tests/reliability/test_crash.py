@@ -232,29 +232,28 @@ class TestSecretsManagerDown:
 
 
 class TestDynamoDbFailures:
-    def executions_table(self) -> str:
+    @staticmethod
+    def throttle_put_item(table: str, *, only_status: str | None = None) -> list[Any]:
+        """Every PutItem on ``table`` (with that record status, if given) is throttled; returns the log."""
+        from hilos_runner import wiring
         from hilos_runner.settings import get_settings
 
-        return get_settings().executions_table_name
-
-    def idempotency_table(self) -> str:
-        from hilos_runner.settings import get_settings
-
-        return get_settings().idempotency_table_name
+        name = getattr(get_settings(), f"{table}_table_name")
+        return inject(
+            wiring.dynamodb_client(),
+            "PutItem",
+            lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
+            when=lambda params: (
+                params["TableName"] == name and (only_status is None or params["Item"]["status"]["S"] == only_status)
+            ),
+        )
 
     def test_throttled_before_sending_the_message_comes_back_and_the_run_starts_once(
         self, hilos: responses.RequestsMock
     ):
-        from hilos_runner import wiring
 
         fake = FakeHilos(hilos)
-        table = self.executions_table()
-        failed = inject(
-            wiring.dynamodb_client(),
-            "PutItem",
-            lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
-            when=lambda params: params["TableName"] == table,
-        )
+        failed = self.throttle_put_item("executions")
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])
@@ -268,17 +267,10 @@ class TestDynamoDbFailures:
         assert record_of(run_id_of(record)).status == "SUBMITTED"
 
     def test_throttled_after_hilos_answered_keeps_the_record_and_never_calls_again(self, hilos: responses.RequestsMock):
-        from hilos_runner import wiring
 
         fake = FakeHilos(hilos)
-        table = self.executions_table()
         # The SENDING write succeeds, the write of Hilos' answer is throttled on every botocore attempt.
-        failed = inject(
-            wiring.dynamodb_client(),
-            "PutItem",
-            lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
-            when=lambda params: params["TableName"] == table and params["Item"]["status"]["S"] == "SUBMITTED",
-        )
+        failed = self.throttle_put_item("executions", only_status="SUBMITTED")
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])
@@ -296,16 +288,9 @@ class TestDynamoDbFailures:
     def test_the_idempotency_store_throttled_fails_the_record_without_calling_hilos(
         self, hilos: responses.RequestsMock
     ):
-        from hilos_runner import wiring
 
         fake = FakeHilos(hilos)
-        table = self.idempotency_table()
-        inject(
-            wiring.dynamodb_client(),
-            "PutItem",
-            lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
-            when=lambda params: params["TableName"] == table,
-        )
+        self.throttle_put_item("idempotency")
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])

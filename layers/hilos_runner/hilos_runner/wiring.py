@@ -141,44 +141,40 @@ def _persistence() -> "DynamoDBPersistenceLayer":
     return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table_name, boto3_client=dynamodb_client())
 
 
-@cache
-def _idempotent_start() -> "Callable[..., RunResult]":
+def _idempotent(function: "Callable[..., Any]", result_model: type, key_prefix: str) -> "Callable[..., Any]":
+    """``function`` made idempotent on its ``command`` fingerprint (Powertools), its result stored as
+    ``result_model``. Runs and bulk submits share the store and config; the prefix keeps them apart."""
     from aws_lambda_powertools.utilities.idempotency import idempotent_function
     from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 
+    return idempotent_function(
+        function,
+        data_keyword_argument="command",
+        persistence_store=_persistence(),
+        config=idempotency_config(),
+        output_serializer=PydanticSerializer(result_model),
+        key_prefix=key_prefix,
+    )
+
+
+@cache
+def _idempotent_start() -> "Callable[..., RunResult]":
     from hilos_runner.runs import RunResult
 
     def start(command: "RunFingerprint", run: "RunCommand") -> RunResult:
         return run_service().start(run)
 
-    return idempotent_function(
-        start,
-        data_keyword_argument="command",
-        persistence_store=_persistence(),
-        config=idempotency_config(),
-        output_serializer=PydanticSerializer(RunResult),
-        key_prefix="run",
-    )
+    return _idempotent(start, RunResult, "run")
 
 
 @cache
 def _idempotent_bulk_submit() -> "Callable[..., BulkAccepted]":
-    from aws_lambda_powertools.utilities.idempotency import idempotent_function
-    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
-
     from hilos_runner.bulk import BulkAccepted
 
     def submit(command: "BulkFingerprint", bulk: "BulkCommand") -> BulkAccepted:
         return bulk_service().submit(bulk)
 
-    return idempotent_function(
-        submit,
-        data_keyword_argument="command",
-        persistence_store=_persistence(),
-        config=idempotency_config(),
-        output_serializer=PydanticSerializer(BulkAccepted),
-        key_prefix="bulk",
-    )
+    return _idempotent(submit, BulkAccepted, "bulk")
 
 
 @contextmanager
