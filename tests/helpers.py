@@ -144,3 +144,24 @@ def use_function_environment(stack: Any, logical_id: str, setenv: Any) -> None:
     for name, value in stack.function_environment(logical_id).items():
         setenv(name, value)
     wiring.reset()
+
+
+def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: Any, *, one_at_a_time: bool = False) -> int:
+    """Let bulk_worker (its own environment) take everything on the queue; returns the messages seen.
+
+    ``one_at_a_time``: records of a batch one after the other. Two copies of a message in one batch
+    meet in Powertools' conditional write, which DynamoDB makes atomic but moto does not."""
+    from hilos_runner import wiring
+
+    with monkeypatch.context() as env:
+        use_function_environment(aws, "BulkWorkerFunction", env.setenv)
+        if one_at_a_time:  # read on first use, after the reset above
+            env.setenv("WORKER_CONCURRENCY", "1")
+        seen = 0
+        for _ in range(50):  # bounded
+            messages, _answer = deliver(runs_queue.sqs, runs_queue.url, runs_queue.arn)
+            if not messages:
+                break
+            seen += len(messages)
+    wiring.reset()
+    return seen

@@ -24,7 +24,14 @@ from hilos_runner.models import FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunCommand, RunResult
 from hilos_runner.settings import get_settings
-from hilos_runner.wiring import bulk_service, execution_store, idempotency_config, start_run, submit_bulk
+from hilos_runner.wiring import (
+    bulk_service,
+    execution_store,
+    idempotency_config,
+    start_run,
+    status_sync,
+    submit_bulk,
+)
 
 API_TITLE = "hilos-runner"
 API_VERSION = "1.0.0"
@@ -62,10 +69,15 @@ def create_run(
     responses={200: {"description": "The run record", "content": {http.JSON_CONTENT_TYPE: {"model": ExecutionRecord}}}}
     | error_responses(404, 422),
 )
-def get_run(run_id: UUID):
+def get_run(
+    run_id: UUID,
+    refresh: Annotated[bool, Query(description="Read Hilos' status and counters now, not at the next sync.")] = False,
+):
     record = execution_store().get(run_id)
     if record is None:
         raise NotFoundError(f"no run {run_id}")
+    if refresh:
+        record, _ = status_sync().refresh(record)
     return json_response(200, record.model_dump_json())
 
 

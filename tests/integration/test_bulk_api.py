@@ -17,10 +17,9 @@ from tests.helpers import (
     RunsQueue,
     call_run_api,
     contact,
-    deliver,
+    drain,
     hilos_execution,
     run_body,
-    use_function_environment,
 )
 
 BULK_PATH = f"/flows/{FLOW_ID}/bulk-runs"
@@ -57,27 +56,6 @@ def stored(run_id: str | uuid.UUID) -> dict[str, Any] | None:
 
     record = wiring.execution_store().get(uuid.UUID(str(run_id)))
     return record.model_dump(mode="json") if record else None
-
-
-def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: pytest.MonkeyPatch, *, one_at_a_time: bool = False) -> int:
-    """Let bulk_worker (its own environment) take everything on the queue; returns the messages seen.
-
-    ``one_at_a_time``: records of a batch one after the other. Two copies of a message in one batch
-    meet in Powertools' conditional write, which DynamoDB makes atomic but moto does not."""
-    from hilos_runner import wiring
-
-    with monkeypatch.context() as env:
-        use_function_environment(aws, "BulkWorkerFunction", env.setenv)
-        if one_at_a_time:  # read on first use, after the reset above
-            env.setenv("WORKER_CONCURRENCY", "1")
-        seen = 0
-        for _ in range(50):  # bounded
-            messages, _answer = deliver(runs_queue.sqs, runs_queue.url, runs_queue.arn)
-            if not messages:
-                break
-            seen += len(messages)
-    wiring.reset()
-    return seen
 
 
 class FlakySqs:

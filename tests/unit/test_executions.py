@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from hilos_runner import wiring
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus
+from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus
 from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
 
 OTHER_FLOW_ID = UUID("0d6f3b0e-86a1-4f4f-9a2e-5b7d1c2e3f40")
@@ -251,3 +251,82 @@ def test_timestamps_are_stored_fixed_width_so_the_index_sorts_them_in_time_order
     ]
     assert stored == ["2026-01-02T03:04:15.000000Z", "2026-01-02T03:04:15.500000Z"]
     assert sorted(stored) == stored
+
+
+# --- the status sync's index -----------------------------------------------------------------------------
+
+
+def test_synced_fields_and_counters_survive_the_round_trip_as_a_map_of_numbers(store: ExecutionStore, table: str):
+    original = record(
+        status=RunStatus.RUNNING,
+        hilos_execution_id=HILOS_EXECUTION_ID,
+        hilos_status="PAUSED",
+        counters=ExecutionCounters(running=3, completed=2, failed=1),
+        synced_at=CREATED_AT,
+        next_sync_at=CREATED_AT + timedelta(minutes=1),
+        sync_error="Hilos is unavailable (HTTP 503)",
+        created_at=CREATED_AT,
+    )
+    store.put(original)
+
+    assert store.get(original.run_id) == original
+    assert raw_item(table, original.run_id)["counters"] == {
+        "M": {name: {"N": str(value)} for name, value in original.counters.model_dump().items()}  # type: ignore[union-attr]
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "pending"),
+    [
+        ({"status": RunStatus.SUBMITTED, "hilos_execution_id": HILOS_EXECUTION_ID}, True),
+        ({"status": RunStatus.RUNNING, "hilos_execution_id": HILOS_EXECUTION_ID}, True),
+        ({"status": RunStatus.COMPLETED, "hilos_execution_id": HILOS_EXECUTION_ID}, True),  # event not yet out
+        (
+            {"status": RunStatus.CANCELED, "hilos_execution_id": HILOS_EXECUTION_ID, "event_published_at": CREATED_AT},
+            False,
+        ),
+        ({"status": RunStatus.SUBMITTED}, False),  # Hilos' answer had no id: nothing to read
+        ({"status": RunStatus.UNKNOWN}, False),
+        ({"status": RunStatus.QUEUED}, False),
+        ({"status": RunStatus.SENDING}, False),
+        ({"status": RunStatus.FAILED}, False),
+    ],
+)
+def test_only_records_the_sync_still_has_work_on_are_in_its_index(
+    store: ExecutionStore, table: str, fields: dict[str, Any], pending: bool
+):
+    original = record(**fields, synced_at=CREATED_AT, next_sync_at=CREATED_AT, created_at=CREATED_AT)
+    store.put(original)
+
+    item = raw_item(table, original.run_id)
+
+    assert ("sync_pending" in item) is pending
+    assert ("next_sync_at" in item) is pending
+    assert [found.run_id for found in store.due_for_sync(CREATED_AT, limit=10)] == (
+        [original.run_id] if pending else []
+    )
+
+
+def test_due_records_come_longest_overdue_first_up_to_the_limit_and_not_before_their_time(store: ExecutionStore):
+    due_times = [CREATED_AT + timedelta(seconds=offset) for offset in (30, 10, 20, 90)]
+    records = [
+        record(hilos_execution_id=HILOS_EXECUTION_ID, next_sync_at=due, created_at=CREATED_AT) for due in due_times
+    ]
+    store.put_many(records)
+    now = CREATED_AT + timedelta(seconds=60)
+
+    assert [r.next_sync_at for r in store.due_for_sync(now, limit=10)] == sorted(due_times[:3])
+    assert [r.next_sync_at for r in store.due_for_sync(now, limit=2)] == sorted(due_times[:3])[:2]
+
+
+def test_replace_if_unchanged_refuses_a_write_based_on_an_older_read(store: ExecutionStore):
+    seen = record(hilos_execution_id=HILOS_EXECUTION_ID, created_at=CREATED_AT, updated_at=CREATED_AT)
+    store.put(seen)
+    first = seen.model_copy(update={"status": RunStatus.RUNNING, "updated_at": CREATED_AT + timedelta(seconds=1)})
+    second = seen.model_copy(update={"status": RunStatus.COMPLETED, "updated_at": CREATED_AT + timedelta(seconds=2)})
+
+    assert store.replace_if_unchanged(first, seen) is True
+    assert store.replace_if_unchanged(second, seen) is False
+    stored = store.get(seen.run_id)
+    assert stored is not None
+    assert (stored.status, stored.updated_at) == (first.status, first.updated_at)

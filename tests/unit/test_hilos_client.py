@@ -23,8 +23,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError
 
 from hilos_runner.errors import (
+    ExecutionNotFoundError,
     FlowNotFoundError,
     HilosAuthError,
+    HilosError,
     HilosOutcomeUnknownError,
     HilosRejectedError,
     HilosUnavailableError,
@@ -341,13 +343,19 @@ def test_504_from_hilos_gateway_is_an_unknown_outcome(hilos: responses.RequestsM
 
 
 @pytest.mark.parametrize("scheme", ["https://", "http://"])
-def test_the_session_retries_only_connection_failures(scheme: str):
+def test_the_session_retries_a_post_only_on_connection_failures_and_a_get_also_on_reads_and_5xx(scheme: str):
     adapter = build_session(connect_retries=3).get_adapter(f"{scheme}api.hilos.io")
     assert isinstance(adapter, HTTPAdapter)
     retry = adapter.max_retries
 
     assert retry.connect == 3
-    assert (retry.read, retry.status, retry.other, retry.redirect) == (0, 0, 0, 0)
+    assert (retry.other, retry.redirect) == (0, 0)
+    # Read and status retries apply only to the allowed methods: never to the POST that starts a run.
+    assert (retry.read, retry.status) == (3, 3)
+    assert retry.allowed_methods == frozenset({"GET"})
+    assert not retry.is_retry("POST", 503)
+    assert retry.is_retry("GET", 503)
+    assert not retry.is_retry("GET", 429)  # Hilos asked us to slow down: the status sync stops its pass
 
 
 def closed_port() -> int:
@@ -440,3 +448,67 @@ def test_a_request_that_gets_no_answer_is_sent_once_and_is_an_unknown_outcome(si
     assert silent_server.received.count(b"POST /api/flow/") == 1
     assert f"Token {TEST_TOKEN}".encode() in silent_server.received  # it really was sent
     assert_no_token(info.value)
+
+
+def test_a_status_read_that_gets_no_answer_is_retried_then_unavailable(silent_server: SilentServer):
+    client = make_client(
+        hilos_api_url=f"http://127.0.0.1:{silent_server.port}/api",
+        hilos_read_timeout_seconds=0.2,
+        hilos_connect_retries=2,
+    )
+
+    with pytest.raises(HilosUnavailableError) as info:
+        client.get_flow_execution(UUID(HILOS_EXECUTION_ID))
+    silent_server.stop()
+
+    # A GET changes nothing upstream: reading again is safe, unlike the POST above.
+    assert silent_server.received.count(f"GET /api/flow-execution/{HILOS_EXECUTION_ID}".encode()) == 3
+    assert "did not answer" in info.value.message
+    assert_no_token(info.value)
+
+
+# --- status reads (GET /flow-execution/{id}) -------------------------------------------------------------
+
+EXECUTION_URL = f"https://api.hilos.io/api/flow-execution/{HILOS_EXECUTION_ID}"
+
+
+def test_a_status_read_gets_the_execution_with_the_token_and_parses_status_and_counters(
+    hilos: responses.RequestsMock,
+):
+    hilos.get(EXECUTION_URL, json=hilos_execution(status="RUNNING", running=3, completed=1, failed=1, expired=0))
+
+    execution = make_client().get_flow_execution(UUID(HILOS_EXECUTION_ID))
+
+    sent = hilos.calls[0].request
+    assert sent.headers["Authorization"] == f"Token {TEST_TOKEN}"
+    assert "Content-Type" not in sent.headers
+    assert sent.body is None
+    assert (execution.status, execution.running, execution.completed, execution.failed) == ("RUNNING", 3, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(404, ExecutionNotFoundError), (429, HilosUnavailableError), (400, HilosError), (504, HilosUnavailableError)],
+)
+def test_a_failed_status_read_is_never_an_unknown_run_outcome(
+    hilos: responses.RequestsMock, status: int, error_type: type[Exception]
+):
+    hilos.get(EXECUTION_URL, json={"detail": "no"}, status=status)
+
+    with pytest.raises(error_type) as info:
+        make_client().get_flow_execution(UUID(HILOS_EXECUTION_ID))
+
+    assert type(info.value) is error_type
+    assert not info.value.outcome_unknown  # type: ignore[attr-defined]
+
+
+def test_a_status_read_refreshes_a_refused_token_once(hilos: responses.RequestsMock):
+    hilos.get(EXECUTION_URL, status=401)
+    hilos.get(EXECUTION_URL, json=hilos_execution(status="COMPLETED"))
+    get_token = Mock(side_effect=[TEST_TOKEN, FRESH_TOKEN])
+
+    execution = make_client(get_token).get_flow_execution(UUID(HILOS_EXECUTION_ID))
+
+    assert execution.status == "COMPLETED"
+    assert get_token.call_args_list == [call(force_refresh=False), call(force_refresh=True)]
+    assert hilos.calls[1].request.headers["Authorization"] == f"Token {FRESH_TOKEN}"

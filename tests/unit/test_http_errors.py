@@ -19,6 +19,8 @@ STATUS_OF = [
     (errors.HilosAuthError("401", status=401), 502),
     (errors.HilosUnavailableError("503", status=503), 503),
     (errors.HilosOutcomeUnknownError("timeout"), 504),
+    (errors.ExecutionNotFoundError("404", status=404), 502),
+    (errors.HilosError("status read refused", status=400), 502),
     (errors.DependencyUnavailableError("dynamodb"), 503),
     (errors.ConfigurationError("HILOS_TOKEN_SECRET_ID is not set"), 500),
     (errors.HilosRunnerError("unexpected"), 500),

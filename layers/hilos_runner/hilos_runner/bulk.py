@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hilos_runner.chunking import chunk_messages, chunk_run_id
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus
+from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus
 from hilos_runner.messages import BulkRunRequest, QueuedRun
 from hilos_runner.observability import logger
 from hilos_runner.queue import QueueSender
@@ -73,9 +73,11 @@ class BulkAccepted(BaseModel):
 
 
 class BulkProgress(StrEnum):
+    """How far handing the chunks to Hilos got; what Hilos did with the contacts is in ``counters``."""
+
     IN_PROGRESS = "IN_PROGRESS"  # some chunk is queued or being sent
     COMPLETED = "COMPLETED"  # every chunk was accepted by Hilos
-    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk finished, some not SUBMITTED
+    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk was tried, some were not accepted
 
 
 class BulkChunkStatus(BaseModel):
@@ -87,6 +89,7 @@ class BulkChunkStatus(BaseModel):
     num_contacts: int
     hilos_execution_id: UUID | None = None
     hilos_status: str | None = None
+    counters: ExecutionCounters | None = None
     attempts: int
     last_error: str | None = None
     updated_at: datetime
@@ -103,6 +106,8 @@ class BulkRunStatus(BaseModel):
     created_at: datetime
     chunks_by_status: dict[RunStatus, int]
     contacts_by_status: dict[RunStatus, int]
+    counters: ExecutionCounters = Field(description="Hilos' contact counters, summed over the chunks.")
+    chunks_finished: int = Field(description="Chunks Hilos has finished (COMPLETED or CANCELED).")
     chunks: list[BulkChunkStatus]
 
 
@@ -159,7 +164,7 @@ class BulkRunService:
         statuses = {chunk.status for chunk in chunks}
         if statuses & {RunStatus.QUEUED, RunStatus.SENDING} or len(chunks) < parent.num_chunks:
             progress = BulkProgress.IN_PROGRESS
-        elif statuses <= {RunStatus.SUBMITTED}:
+        elif all(status.started for status in statuses):
             progress = BulkProgress.COMPLETED
         else:
             progress = BulkProgress.COMPLETED_WITH_ERRORS
@@ -175,6 +180,8 @@ class BulkRunService:
             created_at=parent.created_at,
             chunks_by_status=dict(Counter(chunk.status for chunk in chunks)),
             contacts_by_status=dict(contacts),
+            counters=sum((chunk.counters for chunk in chunks if chunk.counters), ExecutionCounters()),
+            chunks_finished=sum(1 for chunk in chunks if chunk.status.finished),
             chunks=chunks,
         )
 

@@ -2,7 +2,7 @@
 
     hilos-runner enqueue --flow-id UUID [--queue-url URL | --stack-name NAME] [--chunk-size N]
                          [--has-priority] [--variables JSON] [--idempotency-key KEY] contacts.csv|.json
-    hilos-runner schema [--output schemas/queued-run.schema.json]
+    hilos-runner schema [--event] [--output schemas/queued-run.schema.json]
 
 ``enqueue`` validates the whole file first with the bulk API's own reader (hilos_runner.contacts_input)
 and stops, sending nothing, if any row is bad; otherwise it splits the contacts with the bulk API's
@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a queued-run message")
+    schema.add_argument(
+        "--event",
+        action="store_true",
+        help="the detail of the 'Hilos Run Finished' EventBridge event instead (schemas/run-finished-event.schema.json)",
+    )
     schema.add_argument("--output", type=Path, help="write it to this file instead")
     return parser
 
@@ -97,13 +102,15 @@ def _key_prefix(text: str) -> str:
 
 
 def _schema(args: argparse.Namespace, out: TextIO) -> int:
+    from hilos_runner.completion_events import run_finished_json_schema
     from hilos_runner.messages import queued_run_json_schema
 
+    document = run_finished_json_schema() if args.event else queued_run_json_schema()
     if args.output:
-        args.output.write_text(queued_run_json_schema())
+        args.output.write_text(document)
         print(f"wrote {args.output}", file=out)
     else:
-        out.write(queued_run_json_schema())
+        out.write(document)
     return 0
 
 

@@ -88,6 +88,12 @@ class FlowNotFoundError(HilosError):
     code = "flow_not_found"
 
 
+class ExecutionNotFoundError(HilosError):
+    """Hilos answered 404 for a flow execution's status."""
+
+    code = "hilos_execution_not_found"
+
+
 class HilosAuthError(HilosError):
     """Hilos refused the token twice (before and after a fresh read of the secret)."""
 

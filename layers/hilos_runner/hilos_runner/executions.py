@@ -5,6 +5,10 @@ Table layout (template.yaml ``ExecutionsTable``):
 - sparse GSI ``by-flow`` (``listed_flow_id`` + ``created_at``): only top-level runs carry
   ``listed_flow_id``, so "runs of flow X, newest first" lists what callers started, not the
   chunks of a bulk run (those hang off their parent via ``parent_id``);
+- sparse GSI ``sync-pending`` (``sync_pending`` + ``next_sync_at``): only records the status sync still
+  has to visit carry ``sync_pending`` (runs Hilos accepted and that have not finished, and finished
+  runs whose completion event is not yet published), so the sync finds its work oldest-due first
+  without a scan, and a record leaves the index by being written without the attribute;
 - TTL attribute ``expires_at`` (epoch seconds).
 """
 
@@ -23,6 +27,10 @@ from pydantic import BaseModel, Field, PlainSerializer
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
 
 FLOW_INDEX_NAME = "by-flow"
+SYNC_INDEX_NAME = "sync-pending"
+# The one partition key value of the sync index. One partition takes ~1,000 writes/s, far above the rate
+# at which Hilos accepts runs from this service (WorkerMaximumConcurrency x WorkerConcurrency calls).
+_SYNC_PENDING = "PENDING"
 _CURSOR_KEY_ATTRIBUTES = {"run_id", "listed_flow_id", "created_at"}
 # DynamoDB's per-call limits for BatchWriteItem and BatchGetItem.
 _BATCH_WRITE_ITEMS = 25
@@ -38,6 +46,42 @@ class RunStatus(StrEnum):
     REJECTED = "REJECTED"  # the input is wrong (our validation or Hilos 400): never retried
     FAILED = "FAILED"  # could not be started (flow not found, token refused, Hilos down)
     UNKNOWN = "UNKNOWN"  # sent, no answer: may have started; never resent automatically
+    # Set by the status sync from Hilos' execution status:
+    RUNNING = "RUNNING"  # Hilos is running the flow for the contacts (or paused it)
+    COMPLETED = "COMPLETED"  # Hilos finished the execution (terminal)
+    CANCELED = "CANCELED"  # the execution was canceled in Hilos (terminal)
+
+    @property
+    def started(self) -> bool:
+        """Hilos accepted the run: it has a Hilos execution."""
+        return self in _STARTED
+
+    @property
+    def finished(self) -> bool:
+        """Terminal in Hilos: the status sync stops fetching it."""
+        return self in _FINISHED
+
+
+_STARTED = frozenset({RunStatus.SUBMITTED, RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.CANCELED})
+_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED})
+# Hilos' FlowExecutionStatusEnum as our status; anything else (a value Hilos adds later) keeps the
+# record where it is, and the sync keeps looking.
+_STATUS_OF_HILOS = {
+    "PROCESSING": RunStatus.SUBMITTED,
+    "READY": RunStatus.SUBMITTED,
+    "AWAITING_CONFIRMATION": RunStatus.SUBMITTED,
+    "CONFIRMED": RunStatus.SUBMITTED,
+    "STARTING": RunStatus.SUBMITTED,
+    "RUNNING": RunStatus.RUNNING,
+    "PAUSED": RunStatus.RUNNING,
+    "COMPLETED": RunStatus.COMPLETED,
+    "CANCELED": RunStatus.CANCELED,
+}
+
+
+def status_of_hilos(hilos_status: str | None, current: "RunStatus") -> "RunStatus":
+    """Our status for a Hilos execution status; ``current`` when Hilos' is missing or unknown to us."""
+    return _STATUS_OF_HILOS.get(hilos_status or "", current)
 
 
 class RunSource(StrEnum):
@@ -58,6 +102,21 @@ def _iso_utc(moment: datetime) -> str:
 Timestamp = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str, when_used="json")]
 
 
+class ExecutionCounters(BaseModel):
+    """Hilos' per-contact counters of an execution (FlowExecutionReadDetail)."""
+
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    expired: int = 0
+    canceled: int = 0
+
+    def __add__(self, other: "ExecutionCounters") -> "ExecutionCounters":
+        return ExecutionCounters(
+            **{name: getattr(self, name) + getattr(other, name) for name in type(self).model_fields}
+        )
+
+
 class ExecutionRecord(BaseModel):
     """One run as stored and as shown to callers (the Hilos token is never part of it)."""
 
@@ -74,8 +133,23 @@ class ExecutionRecord(BaseModel):
     parent_id: UUID | None = None
     chunk_index: int | None = None
     num_chunks: int | None = Field(default=None, description="Set on the parent record of a bulk run.")
+    counters: ExecutionCounters | None = Field(default=None, description="Hilos' contact counters, as last synced.")
+    synced_at: Timestamp | None = Field(default=None, description="When Hilos' status was last read.")
+    next_sync_at: Timestamp | None = Field(default=None, description="When the status sync looks at this run next.")
+    sync_error: str | None = Field(default=None, description="Why the last status read failed, if it did.")
+    event_published_at: Timestamp | None = Field(
+        default=None, description="When the completion event of a finished run went to EventBridge."
+    )
     created_at: Timestamp = Field(default_factory=utc_now)
     updated_at: Timestamp = Field(default_factory=utc_now)
+
+    @property
+    def awaits_sync(self) -> bool:
+        """The status sync still has work on this record: Hilos has not finished it, or its completion
+        event is not yet published."""
+        if self.hilos_execution_id is None or not self.status.started:
+            return False
+        return not self.status.finished or self.event_published_at is None
 
 
 class RunPage(BaseModel):
@@ -97,20 +171,31 @@ class ExecutionStore:
     def replace_if_status(self, record: ExecutionRecord, expected: RunStatus) -> bool:
         """Write ``record`` only if the stored one still has status ``expected`` (optimistic concurrency:
         a second delivery of the same message may have moved it on meanwhile). True if written."""
-        from botocore.exceptions import ClientError
+        return self._put_if(record, "#status = :status", {"#status": "status"}, {":status": {"S": expected.value}})
+
+    def replace_if_unchanged(self, record: ExecutionRecord, seen: ExecutionRecord) -> bool:
+        """Write ``record`` only if the stored one is still ``seen`` (same ``updated_at``: every writer
+        sets it), so two status syncs of one run, or a sync and the worker, never undo each other's
+        work and only one of them moves a run to a terminal state. True if written."""
+        return self._put_if(record, "updated_at = :seen", {}, {":seen": {"S": _iso_utc(seen.updated_at)}})
+
+    def _put_if(self, record: ExecutionRecord, condition: str, names: dict[str, str], values: dict[str, Any]) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self._client.put_item(
                 TableName=self._table,
                 Item=self._item(record),
-                ConditionExpression="#status = :expected",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":expected": {"S": expected.value}},
+                ConditionExpression=condition,
+                **({"ExpressionAttributeNames": names} if names else {}),
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return False
             raise DependencyUnavailableError(f"DynamoDB put_item failed ({exc.response['Error'].get('Code')})") from exc
+        except BotoCoreError as exc:
+            raise DependencyUnavailableError(f"DynamoDB put_item failed ({type(exc).__name__})") from exc
         return True
 
     def put_many(self, records: Sequence[ExecutionRecord]) -> None:
@@ -149,12 +234,34 @@ class ExecutionStore:
                 raise DependencyUnavailableError("DynamoDB batch_get_item left keys unprocessed (throttled)")
         return found
 
-    def _item(self, record: ExecutionRecord) -> dict[str, dict[str, str]]:
+    def _item(self, record: ExecutionRecord) -> dict[str, Any]:
         item = _to_item(record)
         item["expires_at"] = {"N": str(int((record.created_at + self._ttl).timestamp()))}
         if record.parent_id is None:
             item["listed_flow_id"] = item["flow_id"]
+        if record.awaits_sync:
+            item["sync_pending"] = {"S": _SYNC_PENDING}
+            item["next_sync_at"] = {"S": _iso_utc(record.next_sync_at or record.updated_at)}
+        else:
+            item.pop("next_sync_at", None)
         return item
+
+    def due_for_sync(self, now: datetime, *, limit: int) -> list[ExecutionRecord]:
+        """Up to ``limit`` records the status sync should visit by ``now``, longest overdue first."""
+        records: list[ExecutionRecord] = []
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": SYNC_INDEX_NAME,
+            "KeyConditionExpression": "sync_pending = :pending AND next_sync_at <= :now",
+            "ExpressionAttributeValues": {":pending": {"S": _SYNC_PENDING}, ":now": {"S": _iso_utc(now)}},
+        }
+        while len(records) < limit:
+            answer = self._call("query", **query, Limit=limit - len(records))
+            records.extend(_from_item(item) for item in answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                break
+            query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return records
 
     def list_for_flow(self, flow_id: UUID, *, limit: int, cursor: str | None) -> RunPage:
         query: dict[str, Any] = {
@@ -190,18 +297,26 @@ class ExecutionStore:
             raise DependencyUnavailableError(f"DynamoDB {operation} failed ({type(exc).__name__})") from exc
 
 
-# Items are flat maps of strings and numbers: mapping them by hand is a few lines and keeps
-# boto3's resource layer (and its cold-start cost) out of the functions.
-def _to_item(record: ExecutionRecord) -> dict[str, dict[str, str]]:
-    item: dict[str, dict[str, str]] = {}
-    for name, value in record.model_dump(mode="json", exclude_none=True).items():
-        item[name] = {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
-    return item
+# Items are strings, numbers and one map of numbers (counters): mapping them by hand is a few lines and
+# keeps boto3's resource layer (and its cold-start cost) out of the functions.
+def _to_item(record: ExecutionRecord) -> dict[str, Any]:
+    return {name: _attribute(value) for name, value in record.model_dump(mode="json", exclude_none=True).items()}
 
 
-def _from_item(item: dict[str, dict[str, str]]) -> ExecutionRecord:
+def _attribute(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {"M": {name: _attribute(inner) for name, inner in value.items()}}
+    return {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
+
+
+def _plain(attribute: dict[str, Any]) -> Any:
+    kind, value = next(iter(attribute.items()))
+    return {name: _plain(inner) for name, inner in value.items()} if kind == "M" else value
+
+
+def _from_item(item: dict[str, Any]) -> ExecutionRecord:
     return ExecutionRecord.model_validate(
-        {name: next(iter(value.values())) for name, value in item.items() if name in ExecutionRecord.model_fields}
+        {name: _plain(value) for name, value in item.items() if name in ExecutionRecord.model_fields}
     )
 
 

@@ -1,9 +1,13 @@
 """HilosClient: one ``requests.Session`` per process, explicit timeouts, and error mapping.
 
-A POST to Hilos is not idempotent, so the rule for retrying is "only when it surely never
+A POST to Hilos is not idempotent, so the rule for retrying it is "only when it surely never
 arrived": urllib3 retries connection failures (nothing was sent) inside the call; everything
 else is mapped to a domain error and the caller decides. A read timeout or a reset after sending
 is an *unknown outcome*: the flow may have started, and it is never resent blindly.
+
+A GET (an execution's status) changes nothing, so urllib3 also retries it after a read timeout, a
+broken connection or a 500/502/503/504. A 429 is not retried inside the call: the status sync
+stops its pass instead, and comes back at its next tick.
 """
 
 import email.utils
@@ -14,18 +18,22 @@ from typing import Any
 from uuid import UUID
 
 import requests
+from aws_lambda_powertools.metrics import MetricUnit
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from hilos_runner.errors import (
+    ExecutionNotFoundError,
     FlowNotFoundError,
     HilosAuthError,
+    HilosError,
     HilosOutcomeUnknownError,
     HilosRejectedError,
     HilosUnavailableError,
 )
 from hilos_runner.models import FlowExecution, FlowRunRequest
+from hilos_runner.observability import metrics, tracer
 from hilos_runner.settings import Settings
 
 # Hilos' gateway timing out means our request reached it and may have been processed.
@@ -36,16 +44,22 @@ TokenGetter = Callable[..., str]  # get(force_refresh: bool = False) -> token
 
 
 def build_session(connect_retries: int, pool_size: int = 10) -> requests.Session:
-    """A pooled session whose adapter retries only what cannot have reached Hilos."""
+    """A pooled session whose adapter retries a POST only when it cannot have reached Hilos, and a GET
+    also when it did (reading twice is harmless)."""
     retry = Retry(
         total=None,
-        connect=connect_retries,  # connection never opened: safe for POST
-        read=0,  # sent but no answer: the run may exist; never retried here
-        status=0,  # statuses are mapped by the client, not retried blindly
+        connect=connect_retries,  # connection never opened: safe for any method
+        # Sent but no answer, or a 5xx: retried only for the methods below (urllib3 checks the method
+        # for read and status retries, not for connect ones). A POST's run may exist: never resent here.
+        read=connect_retries,
+        status=connect_retries,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=frozenset({500, 502, 503, 504}),
         other=0,
         redirect=0,
         backoff_factor=0.1,
         raise_on_status=False,
+        respect_retry_after_header=False,  # 429 is not in the list; the caller decides when to come back
     )
     session = requests.Session()
     # No proxy/.netrc lookups from the environment on every request (~0.5 ms each): Lambda has none,
@@ -64,45 +78,62 @@ class HilosClient:
         self._session = session
         self._timeout = (settings.hilos_connect_timeout_seconds, settings.hilos_read_timeout_seconds)
 
+    @tracer.capture_method(capture_response=False)
     def create_flow_execution(self, flow_id: UUID, request: FlowRunRequest) -> FlowExecution:
         """Start ``flow_id`` for the request's contacts; returns Hilos' FlowExecutionEdit."""
-        response = self._post(self._settings.run_url(flow_id), request.hilos_body())
+        response = self._request("POST", self._settings.run_url(flow_id), request.hilos_body(), "HilosLatency")
         return _parse_execution(response)
 
-    def _post(self, url: str, body: bytes) -> requests.Response:
+    @tracer.capture_method(capture_response=False)
+    def get_flow_execution(self, execution_id: UUID) -> FlowExecution:
+        """Hilos' FlowExecutionReadDetail of an execution: its status and contact counters."""
+        response = self._request("GET", self._settings.execution_url(execution_id), None, "HilosStatusLatency")
+        return _parse_execution(response)
+
+    def _request(self, method: str, url: str, body: bytes | None, latency_metric: str) -> requests.Response:
+        started = time.perf_counter()
+        try:
+            return self._authorized(method, url, body)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            metrics.add_metric(name=latency_metric, unit=MetricUnit.Milliseconds, value=round(elapsed_ms, 1))
+
+    def _authorized(self, method: str, url: str, body: bytes | None) -> requests.Response:
         # A 401/403 means Hilos did not act on the request: refresh the token once and resend.
         for force_refresh in (False, True):
             token = self._get_token(force_refresh=force_refresh)
-            headers = {
-                "Authorization": f"Token {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            }
-            response = self._send(url, body, headers)
+            headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            response = self._send(method, url, body, headers)
             if response.status_code not in (401, 403):
-                return _checked(response, token)
+                return _checked(response, token, method)
         raise HilosAuthError(
             f"Hilos refused the API token (HTTP {response.status_code}) after a fresh read of the secret; "
             "check the Hilos token secret",
             status=response.status_code,
         )
 
-    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> requests.Response:
         try:
             # Session.send with a request prepared here, not Session.post: we set every header
             # ourselves, and Session.request's merging (runtime Protocol checks on Python 3.11) costs
             # ~0.3 ms a call on the warm path.
-            prepared = requests.Request("POST", url, data=body, headers=headers).prepare()
+            prepared = requests.Request(method, url, data=body, headers=headers).prepare()
             return self._session.send(prepared, timeout=self._timeout, allow_redirects=False)
         except requests.ConnectTimeout:
             raise HilosUnavailableError("Hilos could not be reached (connect timeout)") from None
         except requests.ReadTimeout:
+            if method == "GET":
+                raise HilosUnavailableError(f"Hilos did not answer within {self._timeout[1]:g} s") from None
             raise HilosOutcomeUnknownError(
                 f"Hilos did not answer within {self._timeout[1]:g} s; the run may have started"
             ) from None
         except requests.ConnectionError as exc:
             if _never_sent(exc):
                 raise HilosUnavailableError("Hilos could not be reached (connection failed)") from None
+            if method == "GET":  # read timeouts or broken connections on every retry
+                raise HilosUnavailableError("Hilos did not answer the status read, retries included") from None
             raise HilosOutcomeUnknownError(
                 "the connection to Hilos broke after the request was sent; the run may have started"
             ) from None
@@ -114,21 +145,26 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, NewConnectionError | NameResolutionError | ConnectTimeoutError)
 
 
-def _checked(response: requests.Response, token: str) -> requests.Response:
+def _checked(response: requests.Response, token: str, method: str) -> requests.Response:
     status = response.status_code
     if status < 300:
         return response
+    reading = method == "GET"  # a status read: nothing can have started, whatever the answer
     if status == 404:
+        if reading:
+            raise ExecutionNotFoundError("Hilos found no such flow execution (HTTP 404)", status=404)
         raise FlowNotFoundError("Hilos found no such flow (HTTP 404)", status=404)
-    if status == 429 or (status >= 500 and status not in _OUTCOME_UNKNOWN_STATUSES):
+    if status == 429 or (status >= 500 and (reading or status not in _OUTCOME_UNKNOWN_STATUSES)):
         raise HilosUnavailableError(
-            f"Hilos is unavailable (HTTP {status}); the run was not started",
+            f"Hilos is unavailable (HTTP {status})" + ("" if reading else "; the run was not started"),
             status=status,
             retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
         )
     if status in _OUTCOME_UNKNOWN_STATUSES:
         raise HilosOutcomeUnknownError(f"Hilos' gateway timed out (HTTP {status}); the run may have started")
     message, details = _upstream_problem(response, token)
+    if reading:
+        raise HilosError(f"Hilos refused the status read (HTTP {status}): {message}", status=status, details=details)
     raise HilosRejectedError(f"Hilos rejected the run (HTTP {status}): {message}", status=status, details=details)
 
 

@@ -40,6 +40,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.HilosRunnerError], int], ...] = (
     (errors.HilosAuthError, 502),
     (errors.HilosUnavailableError, 503),
     (errors.HilosOutcomeUnknownError, 504),
+    # Any other Hilos answer we cannot use (a status read refused, an execution Hilos no longer knows).
+    (errors.HilosError, 502),
     (errors.DependencyUnavailableError, 503),
     (errors.ConfigurationError, 500),
 )

@@ -102,5 +102,10 @@ class BulkRunRequest(BaseModel):
 
 def queued_run_json_schema() -> str:
     """schemas/queued-run.schema.json's content, generated from the model."""
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **QueuedRun.model_json_schema()}
+    return json_schema_document(QueuedRun)
+
+
+def json_schema_document(model: type[BaseModel]) -> str:
+    """A model's JSON Schema as the files in schemas/ hold it."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
     return json.dumps(schema, indent=2, sort_keys=False) + "\n"

@@ -193,7 +193,8 @@ class FlowRunRequest(BaseModel):
 
 
 class FlowExecution(BaseModel):
-    """Hilos' ``FlowExecutionEdit`` answer, parsed leniently: unknown upstream fields are kept."""
+    """Hilos' ``FlowExecutionEdit`` (run answer) and ``FlowExecutionReadDetail`` (status read), parsed
+    leniently: unknown upstream fields are kept, and a missing one is None."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -203,3 +204,9 @@ class FlowExecution(BaseModel):
     has_priority: bool | None = None
     num_contacts: int | None = None
     created_on: str | None = None
+    # Contacts per state, counted by Hilos.
+    running: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    expired: int | None = None
+    canceled: int | None = None

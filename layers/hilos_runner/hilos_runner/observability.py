@@ -9,7 +9,8 @@ session machinery), ~0.2-0.3 s of every cold start, even when tracing is disable
 pass-through with the same decorators, and the X-Ray SDK is never imported.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -46,3 +47,14 @@ def tracing_enabled() -> bool:
 logger = Logger()
 metrics = Metrics()
 tracer: Tracer | PassThroughTracer = Tracer() if tracing_enabled() else PassThroughTracer()
+
+
+@contextmanager
+def log_keys(**keys: str) -> Iterator[None]:
+    """``keys`` on every log line this thread writes inside the block. Per thread, because the records
+    of one batch are processed in parallel threads: Logger.append_keys would mix their ids up."""
+    logger.thread_safe_append_keys(**keys)
+    try:
+        yield
+    finally:
+        logger.thread_safe_remove_keys(keys)

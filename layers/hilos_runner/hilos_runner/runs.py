@@ -27,8 +27,8 @@ IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 # A caller's key, or one derived from it for the n-th Hilos call of a split message ("key#n"). Callers'
 # keys cannot contain '#', so a derived key never collides with a key someone chose.
 RUN_IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}(#[0-9]{1,6})?$"
-# A run in one of these states may have reached Hilos: it is never sent again.
-_MAYBE_SENT = (RunStatus.SENDING, RunStatus.SUBMITTED, RunStatus.UNKNOWN)
+# A run in one of these states may have reached Hilos (or surely did): it is never sent again.
+_MAYBE_SENT = frozenset({RunStatus.SENDING, RunStatus.UNKNOWN} | {status for status in RunStatus if status.started})
 
 
 class RunFingerprint(BaseModel):

@@ -22,6 +22,7 @@ class Settings(BaseModel):
     # Hilos upstream
     hilos_api_url: str = "https://api.hilos.io/api"
     hilos_run_path: str = "/flow/{flow_id}/run"
+    hilos_execution_path: str = "/flow-execution/{execution_id}"
     hilos_connect_timeout_seconds: float = Field(default=3.05, gt=0, le=30)
     # Stays below API Gateway's 30 s integration limit so a slow Hilos becomes our 504, not theirs.
     hilos_read_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
@@ -62,6 +63,15 @@ class Settings(BaseModel):
     # The queue's redrive maxReceiveCount: the attempt that reaches it is the last one.
     max_receive_count: int = Field(default=5, ge=1, le=1000)
 
+    # Status sync (runs Hilos accepted, until Hilos finishes them)
+    status_sync_batch_limit: int = Field(default=200, ge=1, le=10_000)  # records per scheduled invocation
+    # A run is looked at again after a tenth of its age, within these bounds: a young run shows progress
+    # within a minute or two, a long-running one costs a Hilos read an hour.
+    status_sync_min_interval_seconds: int = Field(default=60, ge=0, le=86_400)
+    status_sync_max_interval_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # EventBridge bus that receives "Hilos Run Finished" events.
+    completion_event_bus_name: str = Field(default="default", min_length=1, max_length=1600)
+
     @field_validator("hilos_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -71,9 +81,12 @@ class Settings(BaseModel):
     @field_validator("hilos_run_path")
     @classmethod
     def _run_path_has_flow_id(cls, value: str) -> str:
-        if not re.fullmatch(r"/[^{}]*\{flow_id\}[^{}]*", value):
-            raise ValueError("must start with '/' and contain '{flow_id}' and no other braces")
-        return value
+        return _path_with_one_placeholder(value, "flow_id")
+
+    @field_validator("hilos_execution_path")
+    @classmethod
+    def _execution_path_has_execution_id(cls, value: str) -> str:
+        return _path_with_one_placeholder(value, "execution_id")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -87,11 +100,20 @@ class Settings(BaseModel):
     def run_url(self, flow_id: object) -> str:
         return self.hilos_api_url + self.hilos_run_path.format(flow_id=flow_id)
 
+    def execution_url(self, execution_id: object) -> str:
+        return self.hilos_api_url + self.hilos_execution_path.format(execution_id=execution_id)
+
     @property
     def hilos_call_budget_seconds(self) -> float:
         """The longest one Hilos call can take (every connect attempt, then the read), plus the margin."""
         connect = self.hilos_connect_timeout_seconds * (1 + self.hilos_connect_retries)
         return connect + self.hilos_read_timeout_seconds + self.worker_call_margin_seconds
+
+
+def _path_with_one_placeholder(value: str, name: str) -> str:
+    if not re.fullmatch(r"/[^{}]*\{" + name + r"\}[^{}]*", value):
+        raise ValueError(f"must start with '/' and contain '{{{name}}}' and no other braces")
+    return value
 
 
 @cache

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
     from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkFingerprint, BulkRunService
+    from hilos_runner.completion_events import CompletionEventPublisher
     from hilos_runner.credentials import HilosTokenSource
     from hilos_runner.executions import ExecutionStore
     from hilos_runner.hilos import HilosClient
     from hilos_runner.queue import QueueSender
     from hilos_runner.runs import RunCommand, RunFingerprint, RunResult, RunService
+    from hilos_runner.sync import StatusSync
     from hilos_runner.worker import QueuedRunWorker
 
 
@@ -57,6 +59,11 @@ def sqs_client() -> Any:
 @cache
 def secrets_client() -> Any:
     return boto3_session().client("secretsmanager", config=_boto_config())
+
+
+@cache
+def events_client() -> Any:
+    return boto3_session().client("events", config=_boto_config())
 
 
 @cache
@@ -130,8 +137,23 @@ def queued_run_worker() -> "QueuedRunWorker":
 
 @cache
 def record_executor() -> ThreadPoolExecutor:
-    """Threads for the records of one SQS batch; its size is the worker's concurrency bound."""
+    """Threads for the records one invocation works on at once (an SQS batch, a status sync pass); its
+    size, WORKER_CONCURRENCY, bounds the Hilos calls one invocation makes at the same time."""
     return ThreadPoolExecutor(max_workers=get_settings().worker_concurrency, thread_name_prefix="record")
+
+
+@cache
+def completion_publisher() -> "CompletionEventPublisher":
+    from hilos_runner.completion_events import CompletionEventPublisher
+
+    return CompletionEventPublisher(events_client(), get_settings().completion_event_bus_name)
+
+
+@cache
+def status_sync() -> "StatusSync":
+    from hilos_runner.sync import StatusSync
+
+    return StatusSync(get_settings(), hilos_client(), execution_store(), completion_publisher(), record_executor())
 
 
 def _persistence() -> "DynamoDBPersistenceLayer":
@@ -232,6 +254,9 @@ def reset() -> None:
         bulk_service,
         queued_run_worker,
         _idempotent_bulk_submit,
+        events_client,
+        completion_publisher,
+        status_sync,
     ):
         factory.cache_clear()
     if record_executor.cache_info().currsize:

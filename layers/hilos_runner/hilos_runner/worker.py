@@ -42,7 +42,7 @@ from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, 
 from hilos_runner.http import validation_details
 from hilos_runner.messages import QueuedRun
 from hilos_runner.models import Contact
-from hilos_runner.observability import logger, metrics
+from hilos_runner.observability import log_keys, logger, metrics
 from hilos_runner.queue import QueueSender
 from hilos_runner.runs import RunCommand, RunResult, status_after
 from hilos_runner.settings import Settings
@@ -100,6 +100,11 @@ class QueuedRunWorker:
         self._budget_ms = math.ceil(settings.hilos_call_budget_seconds * 1000)
 
     def process(self, record: SQSRecord, deadline: Deadline) -> dict[str, Any]:
+        # The message id is the correlation id of every log line written for this record.
+        with log_keys(correlation_id=record.message_id):
+            return self._process(record, deadline)
+
+    def _process(self, record: SQSRecord, deadline: Deadline) -> dict[str, Any]:
         attempt = int(record.attributes.approximate_receive_count or 1)
         try:
             try:

@@ -1,0 +1,210 @@
+"""Status sync: runs Hilos accepted follow Hilos' execution status until Hilos finishes them.
+
+``StatusSync.refresh`` brings one record up to date: it reads Hilos' FlowExecutionReadDetail
+(status + contact counters), writes what changed, and when the run reached a terminal state
+(COMPLETED, CANCELED) publishes its completion event. ``sync_due`` does that for the records due in
+the ``sync-pending`` index, oldest due first, within the invocation's budget (a record count and the
+time left); it is the scheduled function's whole job, and ``GET /runs/{id}?refresh=true`` calls
+``refresh`` for one run.
+
+Every write is conditional on the record being as it was read (``replace_if_unchanged``): two syncs of
+the same run (a tick and an on-demand refresh) never undo each other, and only the one that moves a run
+to a terminal state publishes its event. A finished run leaves the index once its event is out, so it
+is never fetched again; if publishing fails, the record stays in the index and the next pass publishes
+without asking Hilos again.
+"""
+
+import math
+import threading
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel
+
+from hilos_runner.completion_events import CompletionEventPublisher
+from hilos_runner.errors import HilosRunnerError, HilosUnavailableError
+from hilos_runner.executions import (
+    ExecutionCounters,
+    ExecutionRecord,
+    ExecutionStore,
+    status_of_hilos,
+    utc_now,
+)
+from hilos_runner.hilos import HilosClient
+from hilos_runner.models import FlowExecution
+from hilos_runner.observability import log_keys, logger, metrics
+from hilos_runner.settings import Settings
+
+_MAX_SYNC_ERROR = 500
+
+
+class Deadline(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class SyncOutcome(StrEnum):
+    UPDATED = "updated"  # Hilos' status or counters read and stored
+    FINISHED = "finished"  # ... and the run reached a terminal state; its event is out
+    CHANGED_MEANWHILE = "changed_meanwhile"  # someone else wrote the record first; left to them
+    FAILED = "failed"  # Hilos or AWS failed; the record is tried again later
+
+
+class SyncReport(BaseModel):
+    """What one scheduled pass did (the function's return value, also logged)."""
+
+    due: int = 0
+    outcomes: dict[SyncOutcome, int] = {}
+    not_reached: int = 0  # due records left for the next pass (time budget, Hilos throttling)
+    throttled: bool = False
+
+
+class StatusSync:
+    def __init__(
+        self,
+        settings: Settings,
+        hilos: HilosClient,
+        store: ExecutionStore,
+        publisher: CompletionEventPublisher,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self._settings = settings
+        self._hilos = hilos
+        self._store = store
+        self._publisher = publisher
+        self._executor = executor
+        # A status read's worst case (every connect attempt and read retry) plus the margin for writes.
+        attempts = 1 + settings.hilos_connect_retries
+        worst_read = attempts * (settings.hilos_connect_timeout_seconds + settings.hilos_read_timeout_seconds)
+        self._budget_ms = math.ceil((worst_read + settings.worker_call_margin_seconds) * 1000)
+
+    def refresh(self, record: ExecutionRecord) -> tuple[ExecutionRecord, SyncOutcome | None]:
+        """Bring ``record`` up to date with Hilos; None as outcome when there is nothing to sync.
+        Raises HilosRunnerError when Hilos or AWS failed (the record is then left as it was)."""
+        if not record.awaits_sync:
+            return record, None
+        outcome = SyncOutcome.UPDATED
+        if not record.status.finished:
+            assert record.hilos_execution_id is not None  # awaits_sync
+            detail = self._hilos.get_flow_execution(record.hilos_execution_id)
+            synced = self._synced(record, detail)
+            if not self._store.replace_if_unchanged(synced, record):
+                return self._store.get(record.run_id) or record, SyncOutcome.CHANGED_MEANWHILE
+            metrics.add_metric(name="RunsSynced", unit=MetricUnit.Count, value=1)
+            record = synced
+        if record.status.finished:
+            outcome = SyncOutcome.FINISHED
+            record = self._publish(record)
+        return record, outcome
+
+    def sync_due(self, deadline: Deadline) -> SyncReport:
+        """One scheduled pass: refresh the records due now, up to the batch limit and the time left."""
+        due = self._store.due_for_sync(utc_now(), limit=self._settings.status_sync_batch_limit)
+        outcomes: dict[SyncOutcome, int] = {}
+        throttled = threading.Event()  # Hilos answered 429: this pass starts no more reads
+        pending = iter(due)
+        running: set[Future[SyncOutcome | None]] = set()
+        for record in _take(pending, self._settings.worker_concurrency):
+            running.add(self._executor.submit(self._refresh_one, record, throttled))
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                outcome = future.result()
+                if outcome is not None:
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if throttled.is_set() or deadline.get_remaining_time_in_millis() < self._budget_ms:
+                continue  # start no new reads; let the running ones end
+            for record in _take(pending, len(finished)):
+                running.add(self._executor.submit(self._refresh_one, record, throttled))
+        report = SyncReport(
+            due=len(due), outcomes=outcomes, not_reached=sum(1 for _ in pending), throttled=throttled.is_set()
+        )
+        metrics.add_metric(name="StatusSyncBacklog", unit=MetricUnit.Count, value=report.not_reached)
+        logger.info("status sync pass", extra={"report": report.model_dump(mode="json")})
+        return report
+
+    def _refresh_one(self, record: ExecutionRecord, throttled: threading.Event) -> SyncOutcome | None:
+        with log_keys(run_id=str(record.run_id)):
+            try:
+                return self.refresh(record)[1]
+            except HilosRunnerError as error:
+                if isinstance(error, HilosUnavailableError) and error.status == 429:
+                    throttled.set()
+                self._note_failure(record, error)
+                return SyncOutcome.FAILED
+
+    def _synced(self, record: ExecutionRecord, detail: FlowExecution) -> ExecutionRecord:
+        now = utc_now()
+        status = status_of_hilos(detail.status, record.status)
+        if status.finished and not record.status.finished:
+            metrics.add_metric(name="RunsFinished", unit=MetricUnit.Count, value=1)
+        counters = ExecutionCounters(
+            running=detail.running or 0,
+            completed=detail.completed or 0,
+            failed=detail.failed or 0,
+            expired=detail.expired or 0,
+            canceled=detail.canceled or 0,
+        )
+        return record.model_copy(
+            update={
+                "status": status,
+                "hilos_status": detail.status or record.hilos_status,
+                "counters": counters,
+                "synced_at": now,
+                "next_sync_at": now + self._interval(record, now),
+                "sync_error": None,
+                "updated_at": now,
+            }
+        )
+
+    def _publish(self, record: ExecutionRecord) -> ExecutionRecord:
+        if record.event_published_at is not None:
+            return record
+        now = utc_now()
+        try:
+            self._publisher.publish(record, now)
+        except HilosRunnerError:
+            metrics.add_metric(name="CompletionEventFailures", unit=MetricUnit.Count, value=1)
+            raise
+        metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
+        published = record.model_copy(
+            update={"event_published_at": now, "next_sync_at": None, "sync_error": None, "updated_at": now}
+        )
+        # If this write is lost, the next pass publishes again: at least once, consumers dedupe on run_id.
+        return published if self._store.replace_if_unchanged(published, record) else record
+
+    def _note_failure(self, record: ExecutionRecord, error: HilosRunnerError) -> None:
+        """Say why, and push the record back by its interval so a run Hilos cannot answer for does not
+        take the head of every pass. Read again first: the failure may come after a write of this pass
+        (a finished run whose event EventBridge refused)."""
+        logger.warning("status sync failed", extra={"run_id": str(record.run_id), "reason": error.message})
+        try:
+            current = self._store.get(record.run_id)
+            if current is None or not current.awaits_sync:
+                return
+            now = utc_now()
+            later = current.model_copy(
+                update={
+                    "next_sync_at": now + self._interval(current, now),
+                    "sync_error": error.message[:_MAX_SYNC_ERROR],
+                    "updated_at": now,
+                }
+            )
+            self._store.replace_if_unchanged(later, current)
+        except HilosRunnerError:
+            logger.exception("could not note a status sync failure", extra={"run_id": str(record.run_id)})
+
+    def _interval(self, record: ExecutionRecord, now: datetime) -> timedelta:
+        age = (now - record.created_at).total_seconds()
+        seconds = min(
+            max(age / 10, self._settings.status_sync_min_interval_seconds),
+            self._settings.status_sync_max_interval_seconds,
+        )
+        return timedelta(seconds=seconds)
+
+
+def _take(records: Iterator[ExecutionRecord], count: int) -> list[ExecutionRecord]:
+    return [record for _, record in zip(range(count), records, strict=False)]

@@ -1,0 +1,283 @@
+"""The status sync in-process: moto (tables, queues, EventBridge, from template.yaml), run_api and
+bulk_worker for the runs, status_sync's handler for the scheduled passes, and a fake Hilos whose
+executions the test moves from state to state.
+
+A rule on the completion bus forwards "Hilos Run Finished" events to an SQS queue, so the tests count
+what EventBridge really received.
+"""
+
+import json
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+import responses
+
+from tests.helpers import (
+    FLOW_ID,
+    RunsQueue,
+    call_run_api,
+    drain,
+    hilos_execution,
+    run_body,
+    use_function_environment,
+)
+
+SCHEMA_PATH = "schemas/run-finished-event.schema.json"
+_EXECUTION_PATH = re.compile(r".*/flow-execution/(?P<id>[0-9a-f-]{36})$")
+
+
+class FakeHilos:
+    """Creates an execution per run (PROCESSING) and answers status reads with what the test set."""
+
+    def __init__(self, mock: responses.RequestsMock) -> None:
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.reads: Counter[str] = Counter()
+        self.read_answers: list[tuple[int, dict[str, Any]]] = []  # forced answers, first in first out
+        mock.add_callback(responses.POST, re.compile(r".*/flow/[0-9a-f-]{36}/run$"), callback=self._create)
+        mock.add_callback(responses.GET, _EXECUTION_PATH, callback=self._read)
+
+    def _create(self, request: Any) -> tuple[int, dict[str, str], str]:
+        body = json.loads(request.body)
+        execution = hilos_execution(id=str(uuid.uuid4()), status="PROCESSING", num_contacts=len(body["contact_list"]))
+        self.executions[execution["id"]] = execution
+        return 201, {}, json.dumps(execution)
+
+    def _read(self, request: Any) -> tuple[int, dict[str, str], str]:
+        match = _EXECUTION_PATH.match(request.url)
+        assert match is not None
+        execution_id = match["id"]
+        self.reads[execution_id] += 1
+        if self.read_answers:
+            status, body = self.read_answers.pop(0)
+            return status, {}, json.dumps(body)
+        return 200, {}, json.dumps(self.executions[execution_id])
+
+    def move_all(self, status: str, **counters_of: Any) -> None:
+        """Every execution to ``status``; counters computed from each one's num_contacts."""
+        for execution in self.executions.values():
+            execution["status"] = status
+            execution.update({name: count(execution["num_contacts"]) for name, count in counters_of.items()})
+
+
+@pytest.fixture
+def fake_hilos(hilos: responses.RequestsMock) -> FakeHilos:
+    return FakeHilos(hilos)
+
+
+@pytest.fixture
+def finished_events(aws: Any) -> Iterator[Any]:
+    """Receive function for the events EventBridge delivered (a rule on the bus -> an SQS queue)."""
+    import boto3
+
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    bus = aws.function_environment("StatusSyncFunction").get("COMPLETION_EVENT_BUS_NAME", "default")
+    queue_url = sqs.create_queue(QueueName="finished-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    if bus != "default":
+        events.create_event_bus(Name=bus)
+    events.put_rule(Name="runs-finished", EventBusName=bus, EventPattern=json.dumps({"source": ["hilos-runner"]}))
+    events.put_targets(Rule="runs-finished", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+
+    def receive() -> list[dict[str, Any]]:
+        received = []
+        for _ in range(100):  # bounded
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=600)
+            if not answer.get("Messages"):
+                return received
+            received += [json.loads(message["Body"]) for message in answer["Messages"]]
+        return received
+
+    return receive
+
+
+def sync_pass(aws: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """One scheduled invocation of status_sync, in its own environment from template.yaml."""
+    import status_sync
+    from hilos_runner import wiring
+    from local.events import LocalLambdaContext, rule_arn, scheduled_event
+
+    with monkeypatch.context() as env:
+        use_function_environment(aws, "StatusSyncFunction", env.setenv)
+        # Due again at once (a run is looked at after a tenth of its age): each pass sees every run.
+        env.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")
+        context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
+        report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
+    wiring.reset()
+    return report
+
+
+def get_run(run_id: str, **query: str) -> dict[str, Any]:
+    answer = call_run_api("GET", f"/runs/{run_id}", query=query or None)
+    assert answer.status == 200, answer.body
+    return answer.body
+
+
+@pytest.fixture
+def small_chunks(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hilos_runner import wiring
+
+    monkeypatch.setenv("BULK_CHUNK_SIZE", "2")
+    wiring.reset()
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_bulk_run_moves_queued_submitted_running_completed_and_each_chunk_announces_itself_once(
+    aws: Any,
+    runs_queue: RunsQueue,
+    fake_hilos: FakeHilos,
+    finished_events: Any,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    accepted = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(3))
+    assert accepted.status == 202
+    bulk_url = accepted.body["status_url"]
+    chunk_statuses = lambda: [chunk["status"] for chunk in call_run_api("GET", bulk_url).body["chunks"]]  # noqa: E731
+    assert chunk_statuses() == ["QUEUED", "QUEUED"]
+
+    assert drain(runs_queue, aws, monkeypatch) == 2
+    assert chunk_statuses() == ["SUBMITTED", "SUBMITTED"]
+
+    fake_hilos.move_all("RUNNING", running=lambda n: n)
+    report = sync_pass(aws, monkeypatch)
+    assert report["due"] == 2
+    assert report["outcomes"] == {"updated": 2}
+    view = call_run_api("GET", bulk_url).body
+    assert chunk_statuses() == ["RUNNING", "RUNNING"]
+    assert view["counters"] == {"running": 3, "completed": 0, "failed": 0, "expired": 0, "canceled": 0}
+    assert finished_events() == []
+
+    fake_hilos.move_all("COMPLETED", running=lambda n: 0, completed=lambda n: n - 1, failed=lambda n: 1)
+    report = sync_pass(aws, monkeypatch)
+    assert report["outcomes"] == {"finished": 2}
+    view = call_run_api("GET", bulk_url).body
+    assert chunk_statuses() == ["COMPLETED", "COMPLETED"]
+    assert view["counters"] == {"running": 0, "completed": 1, "failed": 2, "expired": 0, "canceled": 0}
+    assert view["chunks_finished"] == 2
+    reads_when_finished = dict(fake_hilos.reads)
+
+    # Terminal runs are out of the sync index: later passes find nothing and ask Hilos nothing.
+    assert sync_pass(aws, monkeypatch)["due"] == 0
+    assert sync_pass(aws, monkeypatch)["due"] == 0
+    assert dict(fake_hilos.reads) == reads_when_finished == dict.fromkeys(fake_hilos.executions, 2)
+
+    events = finished_events()
+    assert len(events) == 2  # one per terminal run, not one per pass
+    schema = json.loads(open(SCHEMA_PATH).read())  # noqa: SIM115
+    chunk_ids = {chunk["run_id"] for chunk in view["chunks"]}
+    for event in events:
+        assert (event["source"], event["detail-type"]) == ("hilos-runner", "Hilos Run Finished")
+        jsonschema.validate(event["detail"], schema)
+        assert event["detail"]["status"] == "COMPLETED"
+        assert event["detail"]["parent_id"] == view["id"]
+    assert {event["detail"]["run_id"] for event in events} == chunk_ids
+
+
+def test_refresh_on_demand_reads_hilos_now_and_a_canceled_run_is_terminal(
+    aws: Any, fake_hilos: FakeHilos, finished_events: Any
+):
+    created = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(2))
+    assert created.status == 201
+    run_id = created.body["run"]["run_id"]
+    assert get_run(run_id)["status"] == "SUBMITTED"
+    assert sum(fake_hilos.reads.values()) == 0  # a plain GET does not ask Hilos
+
+    fake_hilos.move_all("PAUSED", running=lambda n: n)
+    paused = get_run(run_id, refresh="true")
+    assert (paused["status"], paused["hilos_status"], paused["counters"]["running"]) == ("RUNNING", "PAUSED", 2)
+    assert paused["synced_at"] is not None
+    assert paused["next_sync_at"] is not None
+
+    fake_hilos.move_all("CANCELED", canceled=lambda n: n, running=lambda n: 0)
+    canceled = get_run(run_id, refresh="true")
+    assert canceled["status"] == "CANCELED"
+    assert canceled["counters"]["canceled"] == 2
+    assert canceled["event_published_at"] is not None
+    assert canceled.get("next_sync_at") is None
+
+    reads = sum(fake_hilos.reads.values())
+    assert get_run(run_id, refresh="true")["status"] == "CANCELED"
+    assert sum(fake_hilos.reads.values()) == reads  # finished: refresh has nothing to ask
+    [event] = finished_events()
+    assert event["detail"]["run_id"] == run_id
+    assert event["detail"]["status"] == "CANCELED"
+
+
+def test_two_syncs_of_one_run_never_announce_it_twice(aws: Any, fake_hilos: FakeHilos, finished_events: Any):
+    from hilos_runner import wiring
+    from hilos_runner.sync import SyncOutcome
+
+    run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]
+    seen = wiring.execution_store().get(uuid.UUID(run_id))
+    assert seen is not None
+    fake_hilos.move_all("COMPLETED", completed=lambda n: n)
+
+    _first, first_outcome = wiring.status_sync().refresh(seen)
+    second, second_outcome = wiring.status_sync().refresh(seen)  # read before the first one wrote
+
+    assert (first_outcome, second_outcome) == (SyncOutcome.FINISHED, SyncOutcome.CHANGED_MEANWHILE)
+    assert second.status == "COMPLETED"  # the second one hands back what the first one stored
+    assert len(finished_events()) == 1
+
+
+def test_an_event_bridge_failure_is_published_at_the_next_pass_without_asking_hilos_again(
+    aws: Any, fake_hilos: FakeHilos, finished_events: Any, monkeypatch: pytest.MonkeyPatch
+):
+    from botocore.exceptions import ClientError
+
+    from hilos_runner import completion_events
+
+    run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]
+    fake_hilos.move_all("COMPLETED", completed=lambda n: n)
+
+    def refused(self: Any, **_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "PutEvents")
+
+    with monkeypatch.context() as broken:
+        broken.setattr(completion_events.CompletionEventPublisher, "publish", _raising_publish(refused))
+        report = sync_pass(aws, monkeypatch)
+    assert report["outcomes"] == {"failed": 1}
+    record = get_run(run_id)
+    assert record["status"] == "COMPLETED"
+    assert record.get("event_published_at") is None
+    assert "EventBridge" in record["sync_error"]
+    reads = sum(fake_hilos.reads.values())
+
+    report = sync_pass(aws, monkeypatch)
+    assert report["outcomes"] == {"finished": 1}
+    assert sum(fake_hilos.reads.values()) == reads  # the status was already known
+    assert [event["detail"]["run_id"] for event in finished_events()] == [run_id]
+    assert sync_pass(aws, monkeypatch)["due"] == 0
+
+
+def _raising_publish(refusal: Any) -> Any:
+    """CompletionEventPublisher.publish as if EventBridge's put_events call failed."""
+    from hilos_runner.completion_events import CompletionEventPublisher
+
+    real_publish = CompletionEventPublisher.publish
+
+    def publish(self: CompletionEventPublisher, record: Any, at: Any) -> None:
+        self._client = type("RefusingClient", (), {"put_events": refusal})()
+        real_publish(self, record, at)
+
+    return publish
+
+
+def test_hilos_throttling_stops_the_pass_and_failures_wait_their_interval(
+    aws: Any, fake_hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
+):
+    for _ in range(3):
+        assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).status == 201
+    monkeypatch.setenv("WORKER_CONCURRENCY", "1")  # reads one after the other: the 429 comes first
+    fake_hilos.read_answers.append((429, {"detail": "Request was throttled."}))
+
+    report = sync_pass(aws, monkeypatch)
+
+    assert report["throttled"] is True
+    assert report["outcomes"] == {"failed": 1}
+    assert report["not_reached"] == 2  # left for the next tick, not hammered
+    assert sum(fake_hilos.reads.values()) == 1
