@@ -65,9 +65,9 @@ def create_run(
 
 @app.get(
     "/runs/<run_id>",
-    summary="Look up one run",
+    summary="Look up one run (refresh=true: with Hilos' status and counters read now)",
     responses={200: {"description": "The run record", "content": {http.JSON_CONTENT_TYPE: {"model": ExecutionRecord}}}}
-    | error_responses(404, 422),
+    | error_responses(404, 422, 502, 503),
 )
 def get_run(
     run_id: UUID,
