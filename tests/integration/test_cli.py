@@ -155,3 +155,14 @@ def test_schema_prints_the_committed_schema(tmp_path: Path):
     assert out == queued_run_json_schema()
     assert run("schema", "--output", str(tmp_path / "s.json"))[0] == 0
     assert (tmp_path / "s.json").read_text() == out
+
+
+def test_schema_event_prints_the_completion_event_schema(tmp_path: Path):
+    from hilos_runner.completion_events import run_finished_json_schema
+
+    status, out, _ = run("schema", "--event")
+    assert status == 0
+    assert out == run_finished_json_schema()
+    assert out != queued_run_json_schema()
+    assert run("schema", "--event", "--output", str(tmp_path / "e.json"))[0] == 0
+    assert (tmp_path / "e.json").read_text() == out

@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--event",
         action="store_true",
-        help="the detail of the 'Hilos Run Finished' EventBridge event instead (schemas/run-finished-event.schema.json)",
+        help="the detail of the 'Hilos Run Finished' EventBridge event instead "
+        "(schemas/run-finished-event.schema.json)",
     )
     schema.add_argument("--output", type=Path, help="write it to this file instead")
     return parser
