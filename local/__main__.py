@@ -14,8 +14,15 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from local.sandbox import FaultKind
-from local.stack import ConfigurationProblem, LocalConfig, LocalStack, configure_logging, log
+from local.sandbox import STAGES, FaultKind, Progression
+from local.stack import (
+    DEFAULT_SYNC_INTERVAL_SECONDS,
+    ConfigurationProblem,
+    LocalConfig,
+    LocalStack,
+    configure_logging,
+    log,
+)
 
 ENVIRONMENT_HELP = """environment:
   HILOS_API_URL, HILOS_TOKEN  a real Hilos (or any server) instead of the sandbox; the token goes into the
@@ -23,9 +30,12 @@ ENVIRONMENT_HELP = """environment:
   HILOS_RUN_PATH              the run path, e.g. /channel/whatsapp/flow/{flow_id}/run
   AWS_ENDPOINT_URL            an AWS endpoint instead of the stack's own moto server (resources created
                               there if missing; credentials from AWS_* variables or AWS_PROFILE)
-  LOCAL_API_PORT, LOCAL_SANDBOX_PORT, LOCAL_MOTO_PORT, LOCAL_STATE_DIR   defaults of the flags above
+  LOCAL_API_PORT, LOCAL_SANDBOX_PORT, LOCAL_MOTO_PORT, LOCAL_STATE_DIR, LOCAL_SYNC_INTERVAL
+                              defaults of the flags above
   function settings template.yaml does not set (HILOS_CONNECT_RETRIES, RETRY_BASE_DELAY_SECONDS, ...)
-                              are passed on to the functions
+                              are passed on to the functions; with --sync-interval, STATUS_SYNC_MIN_INTERVAL_SECONDS
+                              defaults to 0 and STATUS_SYNC_MAX_INTERVAL_SECONDS to the interval (every tick
+                              reads every started run)
 """
 
 
@@ -40,6 +50,34 @@ def _fault_mix(text: str) -> dict[FaultKind, float]:
             kinds = ", ".join(kind.value for kind in FaultKind)
             raise argparse.ArgumentTypeError(f"{part!r}: expected KIND=WEIGHT with KIND one of {kinds}") from None
     return mix
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, 0 or more")
+    return seconds
+
+
+def _stage_seconds(text: str) -> dict[str, float]:
+    """'3' (every stage) or 'PROCESSING=1,RUNNING=5' (the stages left out keep their defaults)."""
+    try:
+        if "=" not in text:
+            return dict.fromkeys(STAGES, _seconds(text))
+        seconds = {}
+        for part in filter(None, (item.strip() for item in text.split(","))):
+            stage, _, value = part.partition("=")
+            if stage.strip().upper() not in STAGES:
+                raise ValueError
+            seconds[stage.strip().upper()] = _seconds(value)
+        return seconds
+    except (ValueError, argparse.ArgumentTypeError):
+        stages = ", ".join(STAGES)
+        message = f"{text!r}: expected SECONDS or STAGE=SECONDS,... with STAGE one of {stages}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -88,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
         help="template parameters, as for sam deploy (e.g. RetryAfterMaxSeconds=5 WorkerBatchingWindowSeconds=0)",
     )
     parser.add_argument(
+        "--sync-interval",
+        type=_seconds,
+        default=float(env("LOCAL_SYNC_INTERVAL", str(DEFAULT_SYNC_INTERVAL_SECONDS))),
+        metavar="SECONDS",
+        help=f"seconds between the firings of each Schedule event, e.g. StatusSyncFunction's status sync "
+        f"({DEFAULT_SYNC_INTERVAL_SECONDS:g}); 0 = the template's rate(...)",
+    )
+    parser.add_argument(
         "--hilos-read-timeout",
         type=float,
         default=None,
@@ -103,6 +149,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every sandbox answer (0)")
     sandbox.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429 faults, seconds (1)")
+    sandbox.add_argument(
+        "--progression",
+        type=Progression,
+        choices=list(Progression),
+        default=Progression.TIME,
+        help="how a started run moves PROCESSING -> STARTING -> RUNNING -> COMPLETED (CANCELED for the flows in "
+        "cancel_flows): by its age (time), or one stage per status read (per_read, deterministic) (time)",
+    )
+    sandbox.add_argument(
+        "--stage-seconds",
+        type=_stage_seconds,
+        default=None,
+        metavar="SECONDS|STAGE=SECONDS,...",
+        help="with --progression time: how long each stage lasts, e.g. 3 or PROCESSING=2,STARTING=1,RUNNING=7 "
+        "(the default)",
+    )
     return parser
 
 
@@ -124,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         fault_mix=arguments.fault_mix,
         latency_ms=arguments.latency_ms,
         retry_after_seconds=arguments.retry_after,
+        progression=arguments.progression,
+        stage_seconds=arguments.stage_seconds,
+        sync_interval=arguments.sync_interval or None,
     )
     stack = LocalStack(config)
 

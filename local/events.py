@@ -1,4 +1,5 @@
-"""Lambda events and context as AWS builds them: API Gateway HTTP API (payload 2.0) and SQS.
+"""Lambda events and context as AWS builds them: API Gateway HTTP API (payload 2.0), SQS and EventBridge
+schedules.
 
 One module serves the local stack (which turns real HTTP requests and real SQS messages into these
 events) and the tests (which build them directly), so both exercise the same shapes.
@@ -12,6 +13,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -139,6 +141,28 @@ def _event_message_attribute(value: dict[str, Any]) -> dict[str, Any]:
 
 def sqs_event(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Records": records}
+
+
+def scheduled_event(
+    rule_arn: str, *, at: datetime | None = None, region: str = REGION, account: str = ACCOUNT_ID
+) -> dict[str, Any]:
+    """What EventBridge sends a function when a schedule rule (rate/cron) fires: the "Scheduled Event"."""
+    when = at or datetime.now(UTC)
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+def rule_arn(rule_name: str, *, region: str = REGION, account: str = ACCOUNT_ID) -> str:
+    return f"arn:aws:events:{region}:{account}:rule/{rule_name}"
 
 
 @dataclass

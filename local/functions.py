@@ -3,8 +3,9 @@
 Everything comes from template.yaml, nothing is hard-coded per function: each
 ``AWS::Serverless::Function`` gives its code directory and handler (CodeUri + Handler), its layers'
 directories (what Lambda puts on the path under /opt/python), its timeout and memory, and its
-environment (Globals merged with its own, intrinsics resolved). SQS events on a function become
-event-source specs (queue, batch size, batching window, partial batch responses) for the poller.
+environment (Globals merged with its own, intrinsics resolved), its reserved concurrency. SQS events
+on a function become event-source specs (queue, batch size, batching window, partial batch responses)
+for the poller; Schedule events become schedule specs (expression, rule, input) for the scheduler.
 
 Each invocation runs in an *execution environment*: a child process that imported the handler's
 module once (the init phase, a cold start) and then serves one invocation at a time, like Lambda.
@@ -57,6 +58,7 @@ class FunctionSpec:
     timeout_seconds: float
     memory_mb: int
     environment: dict[str, str] = field(hash=False)
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions: invocations at once (None: no cap)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def function_specs(stack: StackResources, extra_environment: dict[str, str]) -> 
         function_name = f"{stack.stack_name}-{logical_id}"
         timeout = float(stack.resolve(properties.get("Timeout", SAM_DEFAULT_TIMEOUT_SECONDS)))
         memory = int(stack.resolve(properties.get("MemorySize", SAM_DEFAULT_MEMORY_MB)))
+        reserved = stack.resolve(properties.get("ReservedConcurrentExecutions"))
         # SAM merges list-valued Globals by concatenation: global layers first.
         layers = [*global_properties.get("Layers", []), *own.get("Layers", [])]
         code_dir = REPO_ROOT / str(stack.resolve(properties["CodeUri"]))
@@ -106,6 +109,7 @@ def function_specs(stack: StackResources, extra_environment: dict[str, str]) -> 
             timeout_seconds=timeout,
             memory_mb=memory,
             environment=environment,
+            reserved_concurrency=int(reserved) if reserved is not None else None,
         )
     return specs
 
@@ -146,6 +150,43 @@ def sqs_event_sources(stack: StackResources) -> list[SqsEventSource]:
                     report_batch_item_failures="ReportBatchItemFailures"
                     in (stack.resolve(properties.get("FunctionResponseTypes")) or []),
                     maximum_concurrency=int(scaling["MaximumConcurrency"]) if "MaximumConcurrency" in scaling else None,
+                )
+            )
+    return sources
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    """A Schedule event of a function: the EventBridge rule SAM makes of it."""
+
+    function_logical_id: str
+    event_name: str
+    expression: str  # rate(...) or cron(...)
+    rule_name: str
+    enabled: bool
+    input: str | None = None  # the event's Input: sent instead of the Scheduled Event when set
+
+
+def schedule_sources(stack: StackResources) -> list[ScheduleSource]:
+    """The Schedule events of every function. The rule's name is SAM's logical id of it (function + event)
+    under the stack's name, unless the event names it."""
+    sources = []
+    for logical_id, resource in stack.resources_of_type("AWS::Serverless::Function").items():
+        for event_name, event in resource.get("Properties", {}).get("Events", {}).items():
+            if event.get("Type") == "ScheduleV2":
+                log.warning("%s.%s: ScheduleV2 (EventBridge Scheduler) is not run locally", logical_id, event_name)
+            if event.get("Type") != "Schedule":
+                continue
+            properties = stack.resolve(event.get("Properties", {}))
+            state = str(properties.get("State", "ENABLED")).upper()
+            sources.append(
+                ScheduleSource(
+                    function_logical_id=logical_id,
+                    event_name=event_name,
+                    expression=str(properties["Schedule"]).strip(),
+                    rule_name=str(properties.get("Name") or f"{stack.stack_name}-{logical_id}{event_name}"),
+                    enabled=str(properties.get("Enabled", True)).lower() != "false" and state == "ENABLED",
+                    input=properties.get("Input"),
                 )
             )
     return sources

@@ -11,9 +11,21 @@ Faults are injected at set rates, globally or per flow, optionally only the firs
 request was read) happen *after* the run was created, the worst case for a client that resends:
 a resend of either shows up as a duplicate in the stats.
 
+A created execution moves on by itself, so a client reading its status (Get Flow Execution, checked
+against the FlowExecutionReadDetail schema) sees it progress: PROCESSING -> STARTING -> RUNNING ->
+COMPLETED, or CANCELED for the flows in ``cancel_flows``. ``progression: "time"`` moves it after
+``stage_seconds`` per stage; ``"per_read"`` moves it one stage per status read Hilos answers,
+deterministic for tests; ``hold_flows`` keeps a flow's executions at a stage until released. Its
+counters add up: while RUNNING, ``running`` counts the contacts still in the flow; at the end
+completed + failed + expired (+ canceled) = num_contacts, where a contact whose phone ends in one of
+``failed_phone_endings`` fails and one of ``expired_phone_endings`` expires.
+
 Control (no auth, 127.0.0.1 only): ``GET|POST /_sandbox/faults`` (POST merges the given fields; a
 ``seed`` makes the sequence of fault decisions repeatable),
-``GET /_sandbox/stats``, ``POST /_sandbox/reset`` (stats, executions and faults back to the start).
+``GET /_sandbox/stats`` (``requests``, ``responses``, ``faults``, ``recent``... count run calls; status reads
+have their own: ``status_reads`` per execution, answered or not, ``status_read_answers``, ``status_read_faults``,
+``recent_status_reads``),
+``POST /_sandbox/reset`` (stats, executions and faults back to the start).
 """
 
 from __future__ import annotations
@@ -34,10 +46,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from local.hilos_schema import Problem, run_request_problems
 
@@ -72,6 +84,19 @@ class FaultPlan(BaseModel):
     limit: int | None = Field(default=None, ge=0, description="Inject at most this many faults, then behave.")
 
 
+class Progression(StrEnum):
+    TIME = "time"  # an execution moves on after stage_seconds per stage
+    PER_READ = "per_read"  # an execution moves on one stage per status read Hilos answers
+
+
+# The stages every execution goes through (FlowExecutionStatusEnum), then COMPLETED, or CANCELED for
+# a flow of cancel_flows. READY/AWAITING_CONFIRMATION/CONFIRMED/PAUSED are states of runs a person
+# confirms or pauses in Hilos' UI, which an API run never waits for.
+STAGES = ("PROCESSING", "STARTING", "RUNNING")
+TERMINAL_STATUSES = frozenset({"COMPLETED", "CANCELED"})
+DEFAULT_STAGE_SECONDS: dict[str, float] = {"PROCESSING": 2.0, "STARTING": 1.0, "RUNNING": 7.0}
+
+
 class SandboxSettings(FaultPlan):
     """Everything the control endpoint can change. The top-level plan applies to flows without their own."""
 
@@ -81,6 +106,37 @@ class SandboxSettings(FaultPlan):
     flows: dict[uuid.UUID, FaultPlan] = Field(default_factory=dict)
     reject_flows: set[uuid.UUID] = Field(default_factory=set, description="Answered 400, like an unpublished flow.")
     unknown_flows: set[uuid.UUID] = Field(default_factory=set, description="Answered 404.")
+    progression: Progression = Progression.TIME
+    stage_seconds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_STAGE_SECONDS),
+        description="Seconds each stage lasts with progression 'time'; a number sets every stage, 0 skips one.",
+    )
+    cancel_flows: set[uuid.UUID] = Field(default_factory=set, description="Their executions end CANCELED.")
+    hold_flows: dict[uuid.UUID, Literal["PROCESSING", "STARTING", "RUNNING"]] = Field(
+        default_factory=dict, description="Their executions go no further than this stage until the entry is removed."
+    )
+    failed_phone_endings: set[str] = Field(default_factory=lambda: {"7"}, description="These contacts fail.")
+    expired_phone_endings: set[str] = Field(default_factory=lambda: {"9"}, description="These contacts expire.")
+
+    @field_validator("stage_seconds", mode="before")
+    @classmethod
+    def _every_stage(cls, value: Any) -> Any:
+        """A number applies to every stage; stages left out keep their defaults."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return dict.fromkeys(STAGES, float(value))
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(STAGES))
+            if unknown:
+                raise ValueError(f"{unknown}: not a stage; stages are {list(STAGES)}")
+            return {**DEFAULT_STAGE_SECONDS, **value}
+        return value
+
+    @field_validator("stage_seconds")
+    @classmethod
+    def _seconds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not 0 <= seconds <= 86_400 for seconds in value.values()):
+            raise ValueError("stage seconds must be between 0 and 86400")
+        return value
 
 
 def contact_list_fingerprint(flow_id: str, contact_list: Any) -> str:
@@ -99,6 +155,12 @@ class _Stats:
     flows: dict[str, Counter[str]] = field(default_factory=dict)
     contact_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT_CALLS))
+    # Status reads are counted apart: the figures above stay those of run calls (what fault runs account
+    # for), and a status sync's steady reads never push run calls out of `recent`.
+    status_reads: Counter[str] = field(default_factory=Counter)  # by execution id, answered or not
+    status_read_answers: Counter[str] = field(default_factory=Counter)
+    status_read_faults: Counter[str] = field(default_factory=Counter)
+    recent_status_reads: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT_CALLS))
 
     def as_json(self) -> dict[str, Any]:
         created = sum(entry["created"] for entry in self.contact_lists.values())
@@ -112,6 +174,10 @@ class _Stats:
             "contact_lists": self.contact_lists,
             "duplicates": sorted(fp for fp, entry in self.contact_lists.items() if entry["created"] > 1),
             "recent": list(self.recent),
+            "status_reads": dict(self.status_reads),
+            "status_read_answers": dict(self.status_read_answers),
+            "status_read_faults": dict(self.status_read_faults),
+            "recent_status_reads": list(self.recent_status_reads),
         }
 
 
@@ -125,7 +191,7 @@ class SandboxState:
         self._random = random.Random(seed)  # noqa: S311  (fault injection, not cryptography)
         self.settings = settings
         self.stats = _Stats()
-        self.executions: dict[str, dict[str, Any]] = {}
+        self.executions: dict[str, _StoredExecution] = {}
         self._injected: Counter[str] = Counter()
 
     # -- control ---------------------------------------------------------------------------
@@ -171,6 +237,13 @@ class SandboxState:
     def record(self, call: dict[str, Any]) -> None:
         with self._lock:
             stats = self.stats
+            if call.get("status_read"):
+                stats.status_reads[call["execution_id"]] += 1
+                stats.status_read_answers[str(call["status"])] += 1
+                if call.get("fault"):
+                    stats.status_read_faults[call["fault"]] += 1
+                stats.recent_status_reads.append(call)
+                return
             stats.requests += 1
             stats.responses[str(call["status"])] += 1
             stats.auth_schemes[call["auth_scheme"]] += 1
@@ -215,31 +288,154 @@ class SandboxState:
             "is_hidden": False,
         }
         with self._lock:
-            self.executions[execution["id"]] = {"flow_id": flow_id, "created": time.monotonic(), **execution}
+            settings = self.settings
+            self.executions[execution["id"]] = _StoredExecution(
+                flow_id=flow_id,
+                created=time.monotonic(),
+                answer=execution,
+                failed=sum(_phone_ends_with(item, settings.failed_phone_endings) for item in body["contact_list"]),
+                expired=sum(
+                    _phone_ends_with(item, settings.expired_phone_endings)
+                    and not _phone_ends_with(item, settings.failed_phone_endings)
+                    for item in body["contact_list"]
+                ),
+            )
             self._count(call, "created")
         call.update(created=True, execution_id=execution["id"])
         return execution
 
-    def execution_detail(self, execution_id: str) -> dict[str, Any] | None:
+    def read_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """A status read Hilos answers: the execution as it is now (FlowExecutionReadDetail), after moving it
+        on (by its age, or by one stage for this read); None for an unknown id."""
         with self._lock:
             stored = self.executions.get(execution_id.lower())
-        if stored is None:
-            return None
-        age = time.monotonic() - stored["created"]
-        # A run moves on by itself, so a client polling the status sees it progress.
-        status = "PROCESSING" if age < 2 else "RUNNING" if age < 10 else "COMPLETED"
-        detail = {key: value for key, value in stored.items() if key not in ("flow_id", "created", "contact_list")}
+            if stored is None:
+                return None
+            settings = self.settings
+            if stored.status not in TERMINAL_STATUSES:
+                if settings.progression is Progression.PER_READ:
+                    stage = stored.stage + 1
+                else:
+                    stage = _stage_by_age(time.monotonic() - stored.created, settings.stage_seconds)
+                hold = settings.hold_flows.get(uuid.UUID(stored.flow_id))
+                if hold is not None:
+                    stage = min(stage, STAGES.index(hold))
+                stored.stage = max(stored.stage, stage)  # switching progression never moves a run back
+                if stored.stage >= len(STAGES):
+                    # Decided when it ends, so adding a flow to cancel_flows cancels its running executions.
+                    canceled = uuid.UUID(stored.flow_id) in settings.cancel_flows
+                    stored.status = "CANCELED" if canceled else "COMPLETED"
+                    stored.finished = time.monotonic()
+                else:
+                    stored.status = STAGES[stored.stage]
+            return stored.detail()
+
+    def flow_of(self, execution_id: str) -> str | None:
+        with self._lock:
+            stored = self.executions.get(execution_id.lower())
+            return stored.flow_id if stored else None
+
+
+def _phone_ends_with(contact: Any, endings: set[str]) -> bool:
+    phone = str(contact.get("phone") or "") if isinstance(contact, dict) else ""
+    return any(phone.endswith(ending) for ending in endings if ending)
+
+
+def _stage_by_age(age_seconds: float, stage_seconds: dict[str, float]) -> int:
+    """The index of the stage an execution of this age is in (len(STAGES): finished)."""
+    boundary = 0.0
+    for index, stage in enumerate(STAGES):
+        boundary += stage_seconds.get(stage, 0.0)
+        if age_seconds < boundary:
+            return index
+    return len(STAGES)
+
+
+_SANDBOX_USER = {"id": 1, "first_name": "Sandbox", "last_name": "User", "email": "sandbox@example.com"}
+_SANDBOX_CHANNEL = {
+    "id": 1,
+    "channel_type": "WHATSAPP",
+    "name": "Sandbox WhatsApp",
+    "channel_id": "5215500000000",
+    "status": "ACTIVE",
+    "channel_provider": "META_CLOUD_API",
+    "is_sandbox": True,
+}
+
+
+@dataclass
+class _StoredExecution:
+    """An execution the sandbox created: its create answer, where it is, and how its contacts end."""
+
+    flow_id: str
+    created: float  # time.monotonic()
+    answer: dict[str, Any]  # the FlowExecutionEdit of the create call (with the contact list)
+    failed: int  # contacts that fail (phone endings), decided when the run is created
+    expired: int
+    stage: int = 0  # index into STAGES; len(STAGES) once finished
+    status: str = "PROCESSING"
+    finished: float | None = None
+
+    def counters(self) -> dict[str, int]:
+        total = self.answer["num_contacts"]
+        counters = dict.fromkeys(("running", "completed", "failed", "expired", "canceled"), 0)
+        if self.status == "RUNNING":
+            # Contacts that fail do so on the first message; the others are in the flow.
+            counters.update(running=total - self.failed, failed=self.failed)
+        elif self.status == "COMPLETED":
+            counters.update(completed=total - self.failed - self.expired, failed=self.failed, expired=self.expired)
+        elif self.status == "CANCELED":
+            counters.update(canceled=total - self.failed, failed=self.failed)  # canceled while running
+        return counters
+
+    def detail(self) -> dict[str, Any]:
+        """FlowExecutionReadDetail: the documented fields only, nested objects complete."""
+        answer = self.answer
+        flow = {
+            "id": self.flow_id,
+            "name": "Sandbox flow",
+            "created_by": _SANDBOX_USER,
+            "created_on": answer["created_on"],
+            "is_active": True,
+            "status": "PUBLISHED",
+            "is_legacy": False,
+            "channel": _SANDBOX_CHANNEL,
+            "flow_execution_variables": sorted(answer["flow_execution_variables"]),
+        }
+        average = ""
+        if self.finished is not None and self.status == "COMPLETED":
+            seconds = int(self.finished - self.created)
+            average = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         return {
-            **detail,
-            "status": status,
-            "running": stored["num_contacts"] if status == "RUNNING" else 0,
-            "completed": stored["num_contacts"] if status == "COMPLETED" else 0,
-            "created_by": {"id": 1, "first_name": "Sandbox", "last_name": "User", "email": "sandbox@example.com"},
-            "execution_type": "API",
+            "id": answer["id"],
+            "status": self.status,
+            "execute_for": answer["execute_for"],
+            "inbound_trigger_with": answer["inbound_trigger_with"],
+            "inbound_start_message": answer["inbound_start_message"],
+            "inbound_start_message_match_exact": answer["inbound_start_message_match_exact"],
+            "has_priority": answer["has_priority"],
+            "flow_execution_variables": answer["flow_execution_variables"],
+            "start_on": answer["start_on"],
+            "num_contacts": answer["num_contacts"],
+            **self.counters(),
+            "created_on": answer["created_on"],
+            "avg_completion_time": average,
+            "created_by": _SANDBOX_USER,
+            "contact_filters": [],
             "contact_import": None,
-            "flow": {"id": stored["flow_id"], "name": "Sandbox flow", "created_by": {"id": 1}, "channel": {"id": 1}},
-            "flow_version": {"execution_type": "OUTBOUND", "flow": {"id": stored["flow_id"]}},
-            "last_run_on": stored["created_on"],
+            "flow": flow,
+            "flow_version": {
+                "execution_type": "OUTBOUND",
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-flow-version:{self.flow_id}")),
+                "flow": flow,
+                "is_current_version": True,
+                "version_name": "v1",
+                "published_by": _SANDBOX_USER,
+                "created_on": answer["created_on"],
+                "last_updated_on": answer["created_on"],
+            },
+            "execution_type": "API",
+            "last_run_on": answer["created_on"],
         }
 
 
@@ -293,6 +489,8 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             "flow_id": run["flow_id"].lower() if run else None,
             **self._auth(),
         }
+        if execution and method == "GET":
+            call.update(status_read=True, execution_id=execution["execution_id"].lower())
         if run and method == "POST":
             self._run(call, run["flow_id"].lower(), body)
         elif execution and method == "GET":
@@ -345,12 +543,16 @@ class _SandboxHandler(BaseHTTPRequestHandler):
         self._answer_processed(call, 201, execution)
 
     def _get_execution(self, call: dict[str, Any], execution_id: str) -> None:
-        if self._unauthorized_or_faulted(call, None):
+        state = self.server.state
+        # The flow's own fault plan applies to the status reads of its executions too.
+        call["flow_id"] = flow_id = state.flow_of(execution_id)
+        if self._unauthorized_or_faulted(call, flow_id):
             return
-        detail = self.server.state.execution_detail(execution_id)
+        detail = state.read_execution(execution_id)
         if detail is None:
             self._answer_processed(call, 404, {"detail": "Not found."})
         else:
+            call["execution_status"] = detail["status"]
             self._answer_processed(call, 200, detail)
 
     def _unauthorized_or_faulted(self, call: dict[str, Any], flow_id: str | None) -> bool:

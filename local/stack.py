@@ -1,5 +1,6 @@
 """The local stack: moto (or AWS_ENDPOINT_URL), the Hilos sandbox (or HILOS_API_URL), the functions of
-template.yaml in Lambda-like execution environments, the HTTP front and the SQS pollers.
+template.yaml in Lambda-like execution environments, the HTTP front, the SQS pollers, the schedules, and a
+queue that shows the completion events the functions put on their EventBridge bus.
 
 ``LocalStack.start()`` brings everything up on 127.0.0.1 and writes ``<state dir>/stack.json`` last,
 so that its presence means "ready"; ``stop()`` takes down whatever was started, in reverse order,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -29,13 +31,22 @@ from local.functions import (
     FunctionRuntime,
     FunctionSpec,
     Invocation,
+    ScheduleSource,
     SqsEventSource,
     function_specs,
     http_routes,
+    schedule_sources,
     sqs_event_sources,
 )
-from local.sandbox import FaultKind, SandboxSettings
-from local.stack_resources import StackResources, create_stack_resources, load_template
+from local.sandbox import FaultKind, Progression, SandboxSettings
+from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
+from local.stack_resources import (
+    CompletionEventsQueue,
+    StackResources,
+    create_completion_events_queue,
+    create_stack_resources,
+    load_template,
+)
 
 log = logging.getLogger("local")
 
@@ -46,6 +57,8 @@ _AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_
 # With the sandbox, a slow answer should cost seconds, not the deployed 20 s.
 SANDBOX_READ_TIMEOUT_SECONDS = 2.0
 SAMPLE_FLOW_ID = "a3ff7ee5-0c11-49e2-a0d6-7e316626f7b1"
+# Locally a schedule fires every few seconds, so a started run is seen finishing within the tour.
+DEFAULT_SYNC_INTERVAL_SECONDS = 5.0
 
 
 @dataclass
@@ -65,6 +78,10 @@ class LocalConfig:
     fault_mix: dict[FaultKind, float] = field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
     latency_ms: int = 0
     retry_after_seconds: int = 1
+    progression: Progression = Progression.TIME
+    stage_seconds: dict[str, float] | None = None  # None: the sandbox's defaults
+    # Seconds between the firings of every Schedule event; None: the template's rate(...).
+    sync_interval: float | None = DEFAULT_SYNC_INTERVAL_SECONDS
     # Real services, from the environment.
     hilos_api_url: str | None = None
     hilos_token: str | None = None
@@ -136,6 +153,8 @@ class LocalStack:
         sources = sqs_event_sources(stack)
         sqs = session.client("sqs")
         self._override_visibility(sqs, sources)
+        schedules = self._schedule_intervals(schedule_sources(stack))
+        completion_events = self._create_completion_events_queue(session, stack)
 
         function_environment = {
             "AWS_ENDPOINT_URL": aws_endpoint,
@@ -149,6 +168,7 @@ class LocalStack:
         self._start_functions(specs)
         api_url = self._start_front(stack)
         self._start_pollers(session, sources)
+        self._start_schedules(schedules, region)
         elapsed = time.monotonic() - started
         endpoints = {
             "api_url": api_url,
@@ -158,7 +178,11 @@ class LocalStack:
             "aws_region": region,
             "moto": not config.aws_endpoint_url,  # started by this stack (else AWS_ENDPOINT_URL's)
         }
-        self.info = {**self._describe(stack, sources, specs, endpoints), "startup_seconds": round(elapsed, 2)}
+        self.info = {
+            **self._describe(stack, sources, specs, endpoints),
+            **_describe_events(completion_events, schedules, region),
+            "startup_seconds": round(elapsed, 2),
+        }
         self._write_stack_file()
         return elapsed
 
@@ -192,6 +216,8 @@ class LocalStack:
             retry_after_seconds=config.retry_after_seconds,
             # Answer "slow" faults after the functions' read timeout, so they really time out.
             slow_seconds=self._read_timeout(sandbox=True) + 1,
+            progression=config.progression,
+            **({"stage_seconds": config.stage_seconds} if config.stage_seconds is not None else {}),
         )
         sandbox = HilosSandbox(token, settings, port=config.sandbox_port)
         sandbox.start()
@@ -212,7 +238,7 @@ class LocalStack:
 
     def _settings_environment(self, stack: StackResources, *, sandbox: bool) -> dict[str, str]:
         """Function settings exported in this shell that the template does not set (HILOS_CONNECT_RETRIES, ...),
-        and the local read timeout."""
+        the local read timeout, and the local status sync intervals."""
         from hilos_runner.settings import Settings
 
         set_by_template = {
@@ -226,6 +252,16 @@ class LocalStack:
             if name.upper() in os.environ and name.upper() not in set_by_template
         }
         variables["HILOS_READ_TIMEOUT_SECONDS"] = f"{self._read_timeout(sandbox=sandbox):g}"
+        if self.config.sync_interval is not None:
+            # With the local tick, every tick reads every started run (deployed: 60 s after the last read at
+            # the earliest, backing off to an hour), so a run is seen moving within seconds.
+            local_sync = {
+                "STATUS_SYNC_MIN_INTERVAL_SECONDS": "0",
+                "STATUS_SYNC_MAX_INTERVAL_SECONDS": str(max(1, math.ceil(self.config.sync_interval))),
+            }
+            for name, value in local_sync.items():
+                if name.lower() in Settings.model_fields and name not in set_by_template:
+                    variables.setdefault(name, value)
         return variables
 
     def _override_visibility(self, sqs: Any, sources: list[SqsEventSource]) -> None:
@@ -236,9 +272,38 @@ class LocalStack:
                 QueueUrl=source.queue_url, Attributes={"VisibilityTimeout": str(self.config.visibility_timeout)}
             )
 
+    def _schedule_intervals(self, sources: list[ScheduleSource]) -> list[tuple[ScheduleSource, float]]:
+        """The enabled schedules with their local interval (checked before anything runs)."""
+        schedules = []
+        for source in sources:
+            if not source.enabled:
+                log.info("schedule  %s.%s is disabled in the template", source.function_logical_id, source.event_name)
+                continue
+            try:
+                interval = self.config.sync_interval or rate_seconds(source.expression)
+            except UnsupportedSchedule as problem:
+                raise ConfigurationProblem(f"{source.function_logical_id}.{source.event_name}: {problem}") from None
+            schedules.append((source, interval))
+        return schedules
+
+    def _create_completion_events_queue(
+        self, session: _EndpointSession, stack: StackResources
+    ) -> list[CompletionEventsQueue]:
+        """A queue that receives the completion events of every bus the functions are told to use."""
+        buses = sorted(
+            {
+                environment["COMPLETION_EVENT_BUS_NAME"]
+                for logical_id in stack.resources_of_type("AWS::Serverless::Function")
+                if "COMPLETION_EVENT_BUS_NAME" in (environment := stack.function_environment(logical_id))
+            }
+        )
+        return [create_completion_events_queue(session, stack.stack_name, bus) for bus in buses]
+
     def _start_functions(self, specs: dict[str, FunctionSpec]) -> None:
         for logical_id, spec in specs.items():
-            self._runtimes[logical_id] = FunctionRuntime(spec, self.config.concurrency)
+            # ReservedConcurrentExecutions caps the environments (0, "never run", is not modelled).
+            environments = min(self.config.concurrency, spec.reserved_concurrency or self.config.concurrency)
+            self._runtimes[logical_id] = FunctionRuntime(spec, environments)
         self._stoppers.append(("functions", self._close_runtimes))
         # Init phases in parallel: each is a Python start plus the handler's imports.
         with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
@@ -285,6 +350,22 @@ class LocalStack:
                 poller.join()
 
         self._stoppers.append(("pollers", stop_pollers))
+
+    def _start_schedules(self, schedules: list[tuple[ScheduleSource, float]], region: str) -> None:
+        runners = [
+            ScheduleRunner(source, functools.partial(self.invoke, source.function_logical_id), interval, region=region)
+            for source, interval in schedules
+        ]
+        for runner in runners:
+            runner.start()
+
+        def stop_schedules() -> None:
+            for runner in runners:
+                runner.request_stop()
+            for runner in runners:
+                runner.join()
+
+        self._stoppers.append(("schedules", stop_schedules))
 
     # -- what scripts and people are told ---------------------------------------------------
     def _describe(
@@ -350,6 +431,14 @@ class LocalStack:
         if info["queue_url"]:
             lines.append(f"  Queue    {info['queue_url']}")
             lines.append(f"  DLQ      {info['dlq_url']}")
+        if info["completion_events_queue_url"]:
+            buses = ", ".join(info["completion_event_buses"])
+            lines.append(f"  Events   {info['completion_events_queue_url']}   (completion events of bus {buses})")
+        for schedule in info["schedules"]:
+            lines.append(
+                f"  Schedule {schedule['function']} every {schedule['interval_seconds']:g} s"
+                f"   (template: {schedule['expression']}; --sync-interval)"
+            )
         lines += [
             f"  State    {self.config.state_dir / STACK_FILE}",
             "",
@@ -357,13 +446,21 @@ class LocalStack:
             f"  curl -sS -X POST {info['api_url']}/flows/{SAMPLE_FLOW_ID}/runs {auth} "
             f"-H 'Content-Type: application/json' -d '{body}'",
         ]
+        aws = (
+            "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION="
+            f"{info['aws_region']} aws --endpoint-url {info['aws_endpoint_url']}"
+        )
         if info["queue_url"]:
             message = json.dumps({"flow_id": SAMPLE_FLOW_ID, **json.loads(body)})
             lines += [
                 "Put a run on the queue:",
-                "  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION="
-                f"{info['aws_region']} aws --endpoint-url {info['aws_endpoint_url']} sqs send-message "
-                f"--queue-url {info['queue_url']} --message-body {shlex.quote(message)}",
+                f"{aws} sqs send-message --queue-url {info['queue_url']} --message-body {shlex.quote(message)}",
+            ]
+        if info["completion_events_queue_url"]:
+            lines += [
+                "Read the completion events (one per finished run):",
+                f"{aws} sqs receive-message --queue-url {info['completion_events_queue_url']} "
+                "--max-number-of-messages 10 --wait-time-seconds 5",
             ]
         lines += ["", "Ctrl-C stops everything."]
         return "\n".join(lines)
@@ -378,6 +475,27 @@ class LocalStack:
                 stop()
             except Exception:  # keep stopping the rest
                 log.exception("stopping %s failed", name)
+
+
+def _describe_events(
+    completion_events: list[CompletionEventsQueue], schedules: list[tuple[ScheduleSource, float]], region: str
+) -> dict[str, Any]:
+    from local.events import rule_arn
+
+    return {
+        "completion_events_queue_url": completion_events[0].queue_url if completion_events else None,
+        "completion_event_buses": [queue.bus_name for queue in completion_events],
+        "schedules": [
+            {
+                "function": source.function_logical_id,
+                "event": source.event_name,
+                "expression": source.expression,
+                "interval_seconds": interval,
+                "rule_arn": rule_arn(source.rule_name, region=region),
+            }
+            for source, interval in schedules
+        ],
+    }
 
 
 def check_parameters(template: dict[str, Any], values: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ Fn::Sub (plain ``${Name}`` / ``${Name.Attr}``) and Fn::Split.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def create_stack_resources(
     parameters: dict[str, str] | None = None,
     template: dict[str, Any] | None = None,
 ) -> StackResources:
-    """Create tables, queues and the token secret of template.yaml through ``session``'s clients.
+    """Create tables, queues, event buses and the token secret of template.yaml through ``session``'s clients.
 
     Existing resources are reused (a local stack restarted against the same endpoint).
     """
@@ -121,6 +122,7 @@ def create_stack_resources(
     _create_secrets(session, stack, hilos_token)
     _create_queues(session, stack)
     _create_tables(session, stack)
+    _create_event_buses(session, stack)
     return stack
 
 
@@ -188,3 +190,74 @@ def _create_tables(session: Any, stack: StackResources) -> None:
         arn = client.describe_table(TableName=name)["Table"]["TableArn"]
         stack.physical_ids[logical_id] = name
         stack.attributes[(logical_id, "Arn")] = arn
+
+
+def _create_event_buses(session: Any, stack: StackResources) -> None:
+    buses = stack.resources_of_type("AWS::Events::EventBus")
+    if not buses:
+        return
+    client = session.client("events")
+    for logical_id, resource in buses.items():
+        name = str(stack.resolve(resource["Properties"]["Name"]))
+        stack.physical_ids[logical_id] = name
+        stack.attributes[(logical_id, "Name")] = name
+        stack.attributes[(logical_id, "Arn")] = ensure_event_bus(client, name)
+
+
+def ensure_event_bus(client: Any, name: str) -> str:
+    """The ARN of event bus ``name``, created if missing ("default" always exists)."""
+    if name != "default":
+        with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):  # already there
+            client.create_event_bus(Name=name)
+    arn: str = client.describe_event_bus(Name=name)["Arn"]
+    return arn
+
+
+@dataclass(frozen=True)
+class CompletionEventsQueue:
+    """Where the local stack lets people and tests see the completion events: a queue fed by a rule."""
+
+    bus_name: str
+    rule_arn: str
+    queue_url: str
+    queue_arn: str
+
+
+COMPLETION_EVENT_SOURCE = "hilos-runner"
+
+
+def create_completion_events_queue(session: Any, stack_name: str, bus_name: str) -> CompletionEventsQueue:
+    """A queue that receives every event of source hilos-runner put on bus ``bus_name`` (the bus created if
+    missing). Not part of template.yaml: a deployment's consumers bring their own rules. Repeatable: an
+    existing bus, queue, rule or target is reused."""
+    events, sqs = session.client("events"), session.client("sqs")
+    ensure_event_bus(events, bus_name)
+    queue_url = sqs.create_queue(QueueName=f"{stack_name}-completion-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule_arn = events.put_rule(
+        Name=f"{stack_name}-completion-events",
+        EventBusName=bus_name,
+        EventPattern=json.dumps({"source": [COMPLETION_EVENT_SOURCE]}),
+        State="ENABLED",
+        Description="hilos-runner local stack: completion events to a queue people and tests can read",
+    )["RuleArn"]
+    # What a real SQS needs before EventBridge may deliver (moto does not check it).
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    events.put_targets(
+        Rule=f"{stack_name}-completion-events",
+        EventBusName=bus_name,
+        Targets=[{"Id": "completion-events-queue", "Arn": queue_arn}],
+    )
+    return CompletionEventsQueue(bus_name, rule_arn, queue_url, queue_arn)

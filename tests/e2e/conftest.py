@@ -13,7 +13,10 @@ from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
 # Fast retries locally: the worker's retry delays are capped at 1 s (RetryAfterMaxSeconds), batches are
 # invoked as soon as messages arrive, and a bulk run of a few contacts still makes several chunks. The
 # visibility timeout only matters after a worker crash; the template's 31 minutes would stall a test.
+# No status sync tick within a test session (the first comes an hour after the start): these tests look
+# at runs as the API and the worker leave them; test_status_sync.py runs its own stack with a fast tick.
 E2E_STACK_ARGS = (
+    "--sync-interval=3600",
     "--visibility-timeout=10",
     "--parameter-overrides",
     "RetryAfterMaxSeconds=1",

@@ -1,0 +1,206 @@
+"""Status sync over real sockets: a run started over HTTP (or from the queue) is followed by the scheduled
+StatusSyncFunction through the Hilos sandbox until Hilos finishes it; its record shows RUNNING, then COMPLETED (or
+CANCELED) with the sandbox's counters; exactly one "Hilos Run Finished" event reaches the completion events queue
+(through the stack's own EventBridge bus and rule); and a finished run is no longer read from Hilos.
+
+The stack of this module is its own: the sandbox moves a run one stage per status read (per_read) and the schedule
+fires every second; with a local interval the stack makes every tick read every started run (the status sync's
+minimum and maximum intervals 0 and 1 s), so a run finishes within a few ticks. ``hold_flows`` keeps a flow's runs
+RUNNING for as long as a test needs to look at them.
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import sandbox_token
+from tests.e2e.local_stack import RunningStack, start_stack, stop_stack, wait_for
+
+pytestmark = pytest.mark.e2e
+
+WAIT_SECONDS = 40
+COMPLETION_BUS = "hilos-runner-e2e-completions"  # not "default": the stack creates the bus and the rule on it
+SYNC_STACK_ARGS = (
+    "--sync-interval=1",
+    "--progression=per_read",
+    "--visibility-timeout=10",
+    "--parameter-overrides",
+    f"CompletionEventBusName={COMPLETION_BUS}",
+    "WorkerBatchingWindowSeconds=0",
+)
+# The sandbox's defaults: phones ending in 7 fail, in 9 expire, the others complete.
+PHONES = ["+5215500000017", "+5215500000029", "+5215500000031", "+5215500000042", "+5215500000057"]
+RUNNING_COUNTERS = {"running": 3, "completed": 0, "failed": 2, "expired": 0, "canceled": 0}
+COMPLETED_COUNTERS = {"running": 0, "completed": 2, "failed": 2, "expired": 1, "canceled": 0}
+CANCELED_COUNTERS = {"running": 0, "completed": 0, "failed": 2, "expired": 0, "canceled": 3}
+
+
+@pytest.fixture(scope="module")
+def sync_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    stack = start_stack(tmp_path_factory.mktemp("sync-stack"), *SYNC_STACK_ARGS)
+    try:
+        hilos_token = sandbox_token(stack)
+        yield stack
+    finally:
+        stop_stack(stack)
+    assert hilos_token not in stack.log_text(), "the (sandbox) Hilos token appeared in the stack's output"
+
+
+class CompletionEvents:
+    """Everything that arrived on the stack's completion events queue (received once, kept here)."""
+
+    def __init__(self, stack: RunningStack) -> None:
+        self._sqs = stack.aws_client("sqs")
+        self._queue_url = stack.info["completion_events_queue_url"]
+        self.received: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        answer = self._sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in answer.get("Messages", []):
+            self.received.append(json.loads(message["Body"]))
+            self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return self.received
+
+    def of_run(self, run_id: str) -> list[dict[str, Any]]:
+        return [event for event in self.received if event["detail"]["run_id"] == run_id]
+
+
+@pytest.fixture(scope="module")
+def completion_events(sync_stack: RunningStack) -> CompletionEvents:
+    return CompletionEvents(sync_stack)
+
+
+def run_record(stack: RunningStack, run_id: str) -> dict[str, Any]:
+    answer = stack.api("GET", f"/runs/{run_id}")
+    assert answer.status_code == 200, answer.text
+    record: dict[str, Any] = answer.json()
+    return record
+
+
+def wait_for_status(stack: RunningStack, run_id: str, status: str) -> dict[str, Any]:
+    record = wait_for(
+        lambda: (found := run_record(stack, run_id))["status"] == status and found,
+        timeout=WAIT_SECONDS,
+        interval=0.2,
+    )
+    assert record, f"run {run_id} did not reach {status} in {WAIT_SECONDS} s: {run_record(stack, run_id)}"
+    return record
+
+
+def status_reads(stack: RunningStack, execution_id: str) -> int:
+    reads: int = stack.sandbox_stats()["status_reads"].get(execution_id, 0)
+    return reads
+
+
+def start_run(stack: RunningStack, flow_id: str) -> dict[str, Any]:
+    body = {"contact_list": [{"phone": phone} for phone in PHONES]}
+    answer = stack.api("POST", f"/flows/{flow_id}/runs", json=body)
+    assert answer.status_code == 201, answer.text
+    run: dict[str, Any] = answer.json()["run"]
+    assert run["status"] == "SUBMITTED"
+    return run
+
+
+def event_of(completion_events: CompletionEvents, run_id: str) -> dict[str, Any]:
+    events = wait_for(lambda: completion_events.poll() and completion_events.of_run(run_id), timeout=WAIT_SECONDS)
+    assert events, f"no completion event for {run_id} in {WAIT_SECONDS} s"
+    [event] = events
+    return event
+
+
+def test_a_run_is_followed_to_completed_announced_once_and_then_no_longer_read(
+    sync_stack: RunningStack, completion_events: CompletionEvents
+):
+    flow_id, witness_flow = str(uuid.uuid4()), str(uuid.uuid4())
+    sync_stack.set_faults(hold_flows={flow_id: "RUNNING", witness_flow: "RUNNING"})
+    run = start_run(sync_stack, flow_id)
+    run_id, execution_id = run["run_id"], run["hilos_execution_id"]
+
+    # Held RUNNING: the record shows the contacts in the flow, and the sync keeps reading.
+    running = wait_for_status(sync_stack, run_id, "RUNNING")
+    assert running["counters"] == RUNNING_COUNTERS
+    reads_while_running = status_reads(sync_stack, execution_id)
+    assert wait_for(lambda: status_reads(sync_stack, execution_id) > reads_while_running, timeout=WAIT_SECONDS)
+    completion_events.poll()
+    assert completion_events.of_run(run_id) == []  # not finished, not announced
+
+    sync_stack.set_faults(hold_flows={witness_flow: "RUNNING"})
+    completed = wait_for_status(sync_stack, run_id, "COMPLETED")
+    assert completed["counters"] == COMPLETED_COUNTERS
+    assert sum(completed["counters"].values()) == completed["num_contacts"] == len(PHONES)
+    assert completed["hilos_execution_id"] == execution_id
+
+    event = event_of(completion_events, run_id)
+    assert (event["source"], event["detail-type"]) == ("hilos-runner", "Hilos Run Finished")
+    detail = event["detail"]
+    assert detail["status"] == detail["hilos_status"] == "COMPLETED"
+    assert (detail["flow_id"], detail["hilos_execution_id"]) == (flow_id, execution_id)
+    assert detail["num_contacts"] == len(PHONES)
+    assert detail["counters"] == COMPLETED_COUNTERS
+    assert detail["parent_id"] is None
+    assert detail["finished_at"]
+
+    # Finished: no more status reads for it, while the sync keeps reading a witness run held RUNNING.
+    reads_when_finished = status_reads(sync_stack, execution_id)
+    witness = start_run(sync_stack, witness_flow)
+    wait_for_status(sync_stack, witness["run_id"], "RUNNING")
+    witness_reads = status_reads(sync_stack, witness["hilos_execution_id"])
+    assert wait_for(
+        lambda: status_reads(sync_stack, witness["hilos_execution_id"]) >= witness_reads + 3, timeout=WAIT_SECONDS
+    ), "the sync stopped reading the witness run"
+    assert status_reads(sync_stack, execution_id) == reads_when_finished
+    completion_events.poll()
+    assert len(completion_events.of_run(run_id)) == 1  # announced exactly once
+    assert completion_events.of_run(witness["run_id"]) == []
+    assert run_record(sync_stack, run_id)["counters"] == COMPLETED_COUNTERS
+
+    # What the record says is what the sandbox says (a finished run answers the same to any read).
+    sandbox_detail = sandbox_read(sync_stack, execution_id)
+    assert sandbox_detail["status"] == "COMPLETED"
+    assert {name: sandbox_detail[name] for name in COMPLETED_COUNTERS} == completed["counters"]
+    sync_stack.set_faults(hold_flows={})
+
+
+def test_a_canceled_run_ends_canceled_with_one_event(sync_stack: RunningStack, completion_events: CompletionEvents):
+    flow_id = str(uuid.uuid4())
+    sync_stack.set_faults(cancel_flows=[flow_id])
+    run = start_run(sync_stack, flow_id)
+
+    canceled = wait_for_status(sync_stack, run["run_id"], "CANCELED")
+
+    assert canceled["counters"] == CANCELED_COUNTERS
+    event = event_of(completion_events, run["run_id"])
+    assert event["detail"]["status"] == event["detail"]["hilos_status"] == "CANCELED"
+    assert event["detail"]["counters"] == CANCELED_COUNTERS
+
+
+def test_a_queued_run_is_followed_to_completed_too(sync_stack: RunningStack, completion_events: CompletionEvents):
+    flow_id = str(uuid.uuid4())
+    body = {"flow_id": flow_id, "contact_list": [{"phone": phone} for phone in PHONES]}
+    sync_stack.aws_client("sqs").send_message(QueueUrl=sync_stack.info["queue_url"], MessageBody=json.dumps(body))
+
+    runs = wait_for(
+        lambda: sync_stack.api("GET", f"/flows/{flow_id}/runs").json()["items"], timeout=WAIT_SECONDS, interval=0.5
+    )
+    assert runs, "the queued run was not recorded"
+    [run] = runs
+    completed = wait_for_status(sync_stack, run["run_id"], "COMPLETED")
+
+    assert completed["counters"] == COMPLETED_COUNTERS
+    assert event_of(completion_events, run["run_id"])["detail"]["counters"] == COMPLETED_COUNTERS
+
+
+def sandbox_read(stack: RunningStack, execution_id: str) -> dict[str, Any]:
+    """Get Flow Execution from the sandbox, as the functions call it (the token from the stack's secret)."""
+    answer = requests.get(
+        f"{stack.info['hilos_url']}/flow-execution/{execution_id}",
+        headers={"Authorization": f"Token {sandbox_token(stack)}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    detail: dict[str, Any] = answer.json()
+    return detail
