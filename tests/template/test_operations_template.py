@@ -1,21 +1,36 @@
 """template.yaml's operations part (issue 7), as written and as SAM translates it: the sparse
 sync-pending index, the scheduled status_sync function and its least-privilege role, the completion
-bus, the alarms and the operations dashboard.
+bus, the Hilos paths, the per-stack service name, the alarms and the operations dashboard.
 
 Uses the translator and helpers of test_template.py (one way to translate the template)."""
 
 import ast
 import json
+import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# Imported here, before any test applies a function's environment: Powertools' Logger takes its name from
+# POWERTOOLS_SERVICE_NAME when first built, and one first built inside a test (after the token guard of
+# tests/conftest.py attached its handler to the root logger) adds a filter that hides its records from
+# that handler for the rest of that test.
+from hilos_runner import observability
+from hilos_runner.errors import ConfigurationError
 from hilos_runner.executions import SYNC_INDEX_NAME
 from hilos_runner.settings import Settings
 from local.stack_resources import StackResources, create_stack_resources
-from tests.template.test_template import ROOT, as_list, inline_statements, references, resources_of
+from tests.template.test_template import (
+    ROOT,
+    SAMCONFIG_PATH,
+    as_list,
+    inline_statements,
+    references,
+    resources_of,
+)
 
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:hilos-runner-alarms"
 BUS_ARN = {
@@ -24,7 +39,7 @@ BUS_ARN = {
 TABLE_ARN = {"Fn::GetAtt": ["ExecutionsTable", "Arn"]}
 TOKEN_SECRET = {"Fn::If": ["CreateTokenSecret", {"Ref": "HilosTokenSecret"}, {"Ref": "ExistingTokenSecretArn"}]}
 
-# The EMF metrics of the issue-7 contract (namespace HilosRunner, dimension service=hilos-runner).
+# The EMF metrics of the issue-7 contract (namespace HilosRunner, dimension service=the stack name).
 CONTRACT_METRICS = {
     "RunsSubmitted",
     "RunsRejected",
@@ -64,10 +79,18 @@ def global_variable(source: dict[str, Any], name: str) -> Any:
     return source["Globals"]["Function"]["Environment"]["Variables"][name]
 
 
-def stack(source: dict[str, Any], **parameters: str) -> StackResources:
+def stack(source: dict[str, Any], stack_name: str = "hilos-runner-test", **parameters: str) -> StackResources:
     """The template's intrinsics resolved against parameter values (defaults otherwise), no AWS involved."""
     defaults = {name: str(spec.get("Default", "")) for name, spec in source["Parameters"].items()}
-    return StackResources(source, "hilos-runner-test", {**defaults, **parameters})
+    return StackResources(source, stack_name, {**defaults, **parameters})
+
+
+# The stacks samconfig.toml deploys (dev and prod), possibly into one account.
+DEPLOYED_STACKS = [
+    tomllib.loads(SAMCONFIG_PATH.read_text())[environment]["global"]["parameters"]["stack_name"]
+    for environment in ("dev", "prod")
+]
+FUNCTIONS = ["RunApiFunction", "BulkWorkerFunction", "StatusSyncFunction"]
 
 
 # --- the sparse sync-pending index ----------------------------------------------------------------------
@@ -215,6 +238,101 @@ def test_the_bus_parameter_takes_event_bus_names(source: dict[str, Any], bus: st
     assert bool(re.fullmatch(pattern, bus)) is allowed
 
 
+# --- the Hilos paths ------------------------------------------------------------------------------------------
+
+
+def settings_accept(setting: str, value: str) -> bool:
+    try:
+        Settings.from_env({setting.upper(): value})
+    except ConfigurationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("parameter", "setting", "placeholder"),
+    [("HilosRunPath", "hilos_run_path", "flow_id"), ("HilosExecutionPath", "hilos_execution_path", "execution_id")],
+)
+def test_a_hilos_path_parameter_defaults_to_the_setting_and_takes_exactly_the_paths_it_accepts(
+    source: dict[str, Any], parameter: str, setting: str, placeholder: str
+):
+    # CloudFormation refuses at deploy time what the functions would refuse at their first call.
+    spec = source["Parameters"][parameter]
+    assert spec["Default"] == Settings.model_fields[setting].default
+    slot = "{" + placeholder + "}"
+    paths = [spec["Default"], f"/{slot}", f"/channel/whatsapp/x/{slot}/y", f"/a{slot}b"]
+    paths += ["", "/", "/a/b", slot, f"a/{slot}", f"/{slot}/{slot}", f"/{slot}/{{other}}", f"/{{{slot}}}"]
+    paths += ["/{flow_id}/{execution_id}", f"/{slot}}}"]
+    verdicts = {path: re.fullmatch(spec["AllowedPattern"], path) is not None for path in paths}
+    assert verdicts == {path: settings_accept(setting, path) for path in paths}
+    assert [path for path, accepted in verdicts.items() if accepted] == paths[:4]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_function_reads_the_hilos_paths_of_the_parameters_as_valid_settings(
+    source: dict[str, Any], function: str
+):
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        resources = create_stack_resources(
+            boto3.Session(region_name="us-east-1"),
+            hilos_token="not-a-real-token",
+            parameters={
+                "HilosRunPath": "/channel/whatsapp/flow/{flow_id}/run",
+                "HilosExecutionPath": "/channel/whatsapp/flow-execution/{execution_id}",
+            },
+            template=source,
+        )
+        environment = resources.function_environment(function)
+    ours = {name: value for name, value in environment.items() if not name.startswith("POWERTOOLS_")}
+    assert {name.lower() for name in ours} <= set(Settings.model_fields)
+    settings = Settings.from_env(environment)
+    assert settings.run_url("f-1") == "https://api.hilos.io/api/channel/whatsapp/flow/f-1/run"
+    assert settings.execution_url("e-1") == "https://api.hilos.io/api/channel/whatsapp/flow-execution/e-1"
+
+
+# --- the service name: one per stack ----------------------------------------------------------------------------
+
+
+def test_every_stack_gives_its_functions_its_own_name_as_service_and_alarms_on_that_service(
+    source: dict[str, Any],
+):
+    # dev and prod created side by side in one (moto) account: their metrics must not share a series.
+    from moto import mock_aws
+
+    emf_alarms = ["RunsUnknownAlarm", "CompletionEventFailuresAlarm"]
+    services: dict[str, str] = {}
+    with mock_aws():
+        import boto3
+
+        for stack_name in DEPLOYED_STACKS:
+            resources = create_stack_resources(
+                boto3.Session(region_name="us-east-1"),
+                hilos_token="not-a-real-token",
+                stack_name=stack_name,
+                template=source,
+            )
+            (service,) = {resources.function_environment(function)["POWERTOOLS_SERVICE_NAME"] for function in FUNCTIONS}
+            for alarm in emf_alarms:
+                dimensions = resources.resolve(source["Resources"][alarm]["Properties"]["Dimensions"])
+                assert dimensions == [{"Name": "service", "Value": service}], (stack_name, alarm)
+            services[stack_name] = service
+    assert services == {stack_name: stack_name for stack_name in DEPLOYED_STACKS}
+    assert len(set(services.values())) == 2
+
+
+def test_the_token_guard_hears_the_functions_logger_once_the_stack_environment_is_applied(
+    aws: StackResources, logs_never_show_the_token: Any
+):
+    # The `aws` fixture gave this process RunApiFunction's environment from the template.
+    assert os.environ["POWERTOOLS_SERVICE_NAME"] == aws.stack_name
+    observability.logger.info("guard probe 5c1f")
+    assert "guard probe 5c1f" in logs_never_show_the_token.getvalue()
+
+
 # --- access: exactly the new actions, on named resources ----------------------------------------------
 
 
@@ -320,7 +438,7 @@ def test_the_emf_alarms_fire_on_the_first_occurrence_of_the_functions_own_metric
     assert properties["Dimensions"] == [
         {"Name": "service", "Value": global_variable(source, "POWERTOOLS_SERVICE_NAME")}
     ]
-    assert global_variable(source, "POWERTOOLS_SERVICE_NAME") == "hilos-runner"
+    assert global_variable(source, "POWERTOOLS_SERVICE_NAME") == {"Ref": "AWS::StackName"}
     assert (properties["Statistic"], properties["EvaluationPeriods"]) == ("Sum", 1)
     assert (properties["ComparisonOperator"], properties["Threshold"]) == ("GreaterThanThreshold", 0)
 
@@ -414,12 +532,19 @@ def test_the_api_5xx_alarm_needs_a_share_over_5_percent_of_at_least_20_requests(
 # --- dashboard ----------------------------------------------------------------------------------------------
 
 
-def dashboard_body(source: dict[str, Any]) -> dict[str, Any]:
-    """The dashboard JSON with every ${...} of its !Sub replaced by a dummy value."""
+def dashboard_body(source: dict[str, Any], deployed: StackResources | None = None) -> dict[str, Any]:
+    """The dashboard JSON with every ${...} of its !Sub replaced by a dummy value; with ``deployed``, the
+    pseudo parameters (${AWS::StackName}, ${AWS::Region}, ...) by their value in that stack."""
     (dashboard,) = resources_of(source, "AWS::CloudWatch::Dashboard").values()
     text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(text, str)
-    return dict(json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: "dummy-" + m.group(1).replace("::", "-"), text)))
+
+    def value(name: str) -> str:
+        if deployed is not None and name.startswith("AWS::"):
+            return str(deployed.resolve({"Ref": name}))
+        return "dummy-" + name.replace("::", "-")
+
+    return dict(json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: value(m.group(1)), text)))
 
 
 def dashboard_metrics(body: dict[str, Any]) -> list[tuple[list[str], dict[str, Any], dict[str, Any]]]:
@@ -462,11 +587,18 @@ def test_the_dashboard_widgets_fit_the_grid_without_overlapping(source: dict[str
         cells |= area
 
 
-def test_the_dashboard_shows_every_metric_of_the_contract(source: dict[str, Any]):
+@pytest.mark.parametrize("stack_name", DEPLOYED_STACKS)
+def test_the_dashboard_shows_every_metric_of_the_contract_for_its_own_stack_only(
+    source: dict[str, Any], stack_name: str
+):
+    deployed = stack(source, stack_name=stack_name)
     namespace = global_variable(source, "POWERTOOLS_METRICS_NAMESPACE")
-    service = global_variable(source, "POWERTOOLS_SERVICE_NAME")
+    service = deployed.resolve(global_variable(source, "POWERTOOLS_SERVICE_NAME"))
+    assert service == stack_name
     ours = [
-        (fields, options) for fields, options, _ in dashboard_metrics(dashboard_body(source)) if fields[0] == namespace
+        (fields, options)
+        for fields, options, _ in dashboard_metrics(dashboard_body(source, deployed))
+        if fields[0] == namespace
     ]
     assert {fields[1] for fields, _ in ours} == CONTRACT_METRICS
     for fields, _ in ours:
