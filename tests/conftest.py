@@ -24,6 +24,11 @@ os.environ.update(
 for _variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "HILOS_API_URL"):
     os.environ.pop(_variable, None)
 
+# The functions' Logger takes its name from POWERTOOLS_SERVICE_NAME when hilos_runner.observability is
+# first imported. Import it now, under the test service name the token guard below watches: imported
+# later, inside a test that applied a function's environment from template.yaml, it would be named after
+# the stack, and its lines would slip past the guard.
+import hilos_runner.observability  # noqa: E402, F401
 from tests.helpers import TEST_TOKEN, use_function_environment  # noqa: E402
 
 
