@@ -662,3 +662,13 @@ def test_outputs_give_the_dashboard_url_and_the_completion_bus(source: dict[str,
         "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name="
         "hilos-runner-test-operations"
     )
+
+
+def test_a_refresh_with_every_status_read_retry_fits_run_apis_timeout(source: dict[str, Any]):
+    from hilos_runner.settings import Settings
+
+    # GET /runs/{id}?refresh=true reads Hilos inside run_api: all its attempts must end before the
+    # function's Timeout (itself under API Gateway's 30 s), or a slow Hilos becomes a gateway timeout.
+    settings = Settings()
+    worst_read = settings.hilos_status_read_budget_seconds - settings.worker_call_margin_seconds
+    assert worst_read < source["Resources"]["RunApiFunction"]["Properties"]["Timeout"] < 30

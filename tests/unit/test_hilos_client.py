@@ -453,7 +453,8 @@ def test_a_request_that_gets_no_answer_is_sent_once_and_is_an_unknown_outcome(si
 def test_a_status_read_that_gets_no_answer_is_retried_then_unavailable(silent_server: SilentServer):
     client = make_client(
         hilos_api_url=f"http://127.0.0.1:{silent_server.port}/api",
-        hilos_read_timeout_seconds=0.2,
+        hilos_read_timeout_seconds=30,  # the run call's timeout: not the one a status read waits for
+        hilos_status_read_timeout_seconds=0.2,
         hilos_connect_retries=2,
     )
 

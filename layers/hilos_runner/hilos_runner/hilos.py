@@ -77,6 +77,7 @@ class HilosClient:
         self._get_token = get_token
         self._session = session
         self._timeout = (settings.hilos_connect_timeout_seconds, settings.hilos_read_timeout_seconds)
+        self._status_timeout = (settings.hilos_connect_timeout_seconds, settings.hilos_status_read_timeout_seconds)
 
     @tracer.capture_method(capture_response=False)
     def create_flow_execution(self, flow_id: UUID, request: FlowRunRequest) -> FlowExecution:
@@ -115,17 +116,18 @@ class HilosClient:
         )
 
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> requests.Response:
+        timeout = self._status_timeout if method == "GET" else self._timeout
         try:
             # Session.send with a request prepared here, not Session.post: we set every header
             # ourselves, and Session.request's merging (runtime Protocol checks on Python 3.11) costs
             # ~0.3 ms a call on the warm path.
             prepared = requests.Request(method, url, data=body, headers=headers).prepare()
-            return self._session.send(prepared, timeout=self._timeout, allow_redirects=False)
+            return self._session.send(prepared, timeout=timeout, allow_redirects=False)
         except requests.ConnectTimeout:
             raise HilosUnavailableError("Hilos could not be reached (connect timeout)") from None
         except requests.ReadTimeout:
             if method == "GET":
-                raise HilosUnavailableError(f"Hilos did not answer within {self._timeout[1]:g} s") from None
+                raise HilosUnavailableError(f"Hilos did not answer within {timeout[1]:g} s") from None
             raise HilosOutcomeUnknownError(
                 f"Hilos did not answer within {self._timeout[1]:g} s; the run may have started"
             ) from None

@@ -28,6 +28,9 @@ class Settings(BaseModel):
     hilos_read_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
     # Connection failures (nothing was sent) are retried this many times inside one call.
     hilos_connect_retries: int = Field(default=2, ge=0, le=5)
+    # A status read is retried on read timeouts too (it is a GET), up to hilos_connect_retries times: with
+    # this timeout every attempt together still fits API Gateway's 30 s (GET /runs/{id}?refresh=true).
+    hilos_status_read_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     # Hilos token in Secrets Manager (name or ARN); the value is the bare token or {"token": "..."}
     hilos_token_secret_id: str = ""
@@ -102,6 +105,13 @@ class Settings(BaseModel):
 
     def execution_url(self, execution_id: object) -> str:
         return self.hilos_api_url + self.hilos_execution_path.format(execution_id=execution_id)
+
+    @property
+    def hilos_status_read_budget_seconds(self) -> float:
+        """The longest one status read can take (every attempt, connect and read), plus the margin."""
+        attempts = 1 + self.hilos_connect_retries
+        per_attempt = self.hilos_connect_timeout_seconds + self.hilos_status_read_timeout_seconds
+        return attempts * per_attempt + self.worker_call_margin_seconds
 
     @property
     def hilos_call_budget_seconds(self) -> float:

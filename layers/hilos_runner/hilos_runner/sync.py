@@ -76,10 +76,7 @@ class StatusSync:
         self._store = store
         self._publisher = publisher
         self._executor = executor
-        # A status read's worst case (every connect attempt and read retry) plus the margin for writes.
-        attempts = 1 + settings.hilos_connect_retries
-        worst_read = attempts * (settings.hilos_connect_timeout_seconds + settings.hilos_read_timeout_seconds)
-        self._budget_ms = math.ceil((worst_read + settings.worker_call_margin_seconds) * 1000)
+        self._budget_ms = math.ceil(settings.hilos_status_read_budget_seconds * 1000)
 
     def refresh(self, record: ExecutionRecord) -> tuple[ExecutionRecord, SyncOutcome | None]:
         """Bring ``record`` up to date with Hilos; None as outcome when there is nothing to sync.
