@@ -25,7 +25,7 @@ Control (no auth, 127.0.0.1 only): ``GET|POST /_sandbox/faults`` (POST merges th
 ``GET /_sandbox/stats`` (``requests``, ``responses``, ``faults``, ``recent``... count run calls; status reads
 have their own: ``status_reads`` per execution, answered or not, ``status_read_answers``, ``status_read_faults``,
 ``recent_status_reads``),
-``POST /_sandbox/reset`` (stats, executions and faults back to the start).
+``POST /_sandbox/reset`` (stats and settings back to the start; created executions stay).
 """
 
 from __future__ import annotations
@@ -208,10 +208,11 @@ class SandboxState:
             return self.settings
 
     def reset(self) -> None:
+        """Settings and stats back to the start. The executions stay, as in Hilos: runs already started are
+        still followed by the status sync, and a forgotten one would answer 404 to every status read."""
         with self._lock:
             self.settings = self._initial
             self.stats = _Stats()
-            self.executions.clear()
             self._injected.clear()
 
     def snapshot(self) -> dict[str, Any]:

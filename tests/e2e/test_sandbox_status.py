@@ -172,6 +172,20 @@ def test_status_reads_need_the_token_and_take_the_flows_faults_and_every_read_is
     assert [call["method"] for call in current["recent"]] == ["POST"]
 
 
+def test_a_reset_keeps_the_executions_and_their_stage(sandbox):
+    control(sandbox, progression="per_read")
+    execution_id = start_run(sandbox, PHONES)
+    assert detail(sandbox, execution_id)["status"] == "STARTING"
+
+    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=5).raise_for_status()
+
+    assert stats(sandbox)["status_reads"] == {}
+    assert requests.get(f"{sandbox.url}/_sandbox/faults", timeout=5).json()["progression"] == "time"
+    control(sandbox, progression="per_read")
+    assert detail(sandbox, execution_id)["status"] == "RUNNING"  # on from where it was
+    assert stats(sandbox)["status_reads"] == {execution_id: 1}
+
+
 def test_an_unknown_execution_is_404_and_counted(sandbox):
     unknown = str(uuid.uuid4())
 
