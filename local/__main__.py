@@ -137,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         "--hilos-read-timeout",
         type=float,
         default=None,
-        help="functions' HILOS_READ_TIMEOUT_SECONDS (2 with the sandbox, else HILOS_READ_TIMEOUT_SECONDS or 20)",
+        help="functions' HILOS_READ_TIMEOUT_SECONDS (2 with the sandbox, else HILOS_READ_TIMEOUT_SECONDS or 20); "
+        "with the sandbox also HILOS_STATUS_READ_TIMEOUT_SECONDS unless exported",
     )
     sandbox = parser.add_argument_group("Hilos sandbox (also changeable at run time: POST /_sandbox/faults)")
     sandbox.add_argument("--fault-rate", type=float, default=0.0, help="share of Hilos calls that fail (0..1)")

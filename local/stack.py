@@ -238,7 +238,7 @@ class LocalStack:
 
     def _settings_environment(self, stack: StackResources, *, sandbox: bool) -> dict[str, str]:
         """Function settings exported in this shell that the template does not set (HILOS_CONNECT_RETRIES, ...),
-        the local read timeout, and the local status sync intervals."""
+        the local read timeouts, and the local status sync intervals."""
         from hilos_runner.settings import Settings
 
         set_by_template = {
@@ -251,7 +251,11 @@ class LocalStack:
             for name in Settings.model_fields
             if name.upper() in os.environ and name.upper() not in set_by_template
         }
-        variables["HILOS_READ_TIMEOUT_SECONDS"] = f"{self._read_timeout(sandbox=sandbox):g}"
+        read_timeout = self._read_timeout(sandbox=sandbox)
+        variables["HILOS_READ_TIMEOUT_SECONDS"] = f"{read_timeout:g}"
+        if sandbox and "hilos_status_read_timeout_seconds" in Settings.model_fields:
+            # The sandbox answers "slow" faults just after the read timeout: status reads time out on them too.
+            variables.setdefault("HILOS_STATUS_READ_TIMEOUT_SECONDS", f"{min(read_timeout, 60):g}")
         if self.config.sync_interval is not None:
             # With the local tick, every tick reads every started run (deployed: 60 s after the last read at
             # the earliest, backing off to an hour), so a run is seen moving within seconds.

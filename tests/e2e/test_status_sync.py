@@ -178,6 +178,23 @@ def test_a_canceled_run_ends_canceled_with_one_event(sync_stack: RunningStack, c
     assert event["detail"]["counters"] == CANCELED_COUNTERS
 
 
+def test_faulted_status_reads_are_read_again_and_the_run_still_finishes_once(
+    sync_stack: RunningStack, completion_events: CompletionEvents
+):
+    flow_id = str(uuid.uuid4())
+    run = start_run(sync_stack, flow_id)
+    # The flow's next three status reads fail: refused at the gateway, answered too late, or reset.
+    sync_stack.set_faults(flows={flow_id: {"rate": 1, "mix": {"503": 1, "slow": 1, "reset": 1}, "limit": 3}})
+
+    completed = wait_for_status(sync_stack, run["run_id"], "COMPLETED")
+
+    reads = [call for call in sync_stack.sandbox_stats()["recent_status_reads"] if call["flow_id"] == flow_id]
+    assert len([call for call in reads if call["fault"]]) == 3
+    assert completed["counters"] == COMPLETED_COUNTERS
+    event_of(completion_events, run["run_id"])  # exactly one
+    assert sync_stack.sandbox_stats()["flows"][flow_id] == {"calls": 1, "created": 1}  # started once
+
+
 def test_a_queued_run_is_followed_to_completed_too(sync_stack: RunningStack, completion_events: CompletionEvents):
     flow_id = str(uuid.uuid4())
     body = {"flow_id": flow_id, "contact_list": [{"phone": phone} for phone in PHONES]}
