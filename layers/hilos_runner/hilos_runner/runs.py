@@ -139,6 +139,8 @@ class RunService:
         for name, value in changes.items():
             setattr(record, name, value)
         record.updated_at = utc_now()
+        if record.awaits_sync and record.next_sync_at is None:
+            record.next_sync_at = record.updated_at  # Hilos accepted it: the next status sync pass looks
         try:
             self._store.put(record)
         except HilosRunnerError:
