@@ -56,9 +56,16 @@ def queue_drained(stack: RunningStack) -> bool:
 
 def finished_runs(stack: RunningStack, flow_id: str, count: int) -> list[dict[str, Any]]:
     """The flow's ``count`` runs once the queue is drained (every message deleted or dead-lettered), so
-    their records are final: while a message is retried its record may briefly read FAILED."""
+    their records are final: while a message is retried its record may briefly read FAILED. None may be
+    waiting either (QUEUED, SENDING): moto counts a message that turns visible just as a poller receives it
+    as neither visible nor in flight, so "drained" alone can be seen while a retry is due."""
     runs = wait_for(
-        lambda: queue_drained(stack) and len(found := runs_of(stack, flow_id)) == count and found,
+        lambda: (
+            queue_drained(stack)
+            and len(found := runs_of(stack, flow_id)) == count
+            and not any(run["status"] in ("QUEUED", "SENDING") for run in found)
+            and found
+        ),
         timeout=WAIT_SECONDS,
         interval=0.5,
     )
