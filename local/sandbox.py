@@ -74,6 +74,11 @@ class FaultKind(StrEnum):
 _GATEWAY_FAULTS = frozenset({FaultKind.SERVER_ERROR, FaultKind.UNAVAILABLE, FaultKind.THROTTLED})
 
 
+class FaultTarget(StrEnum):
+    RUN = "run"  # POST .../run
+    STATUS = "status"  # GET /flow-execution/{id}
+
+
 class FaultPlan(BaseModel):
     """How often to misbehave, and how: ``mix`` gives relative weights of the fault kinds."""
 
@@ -82,6 +87,11 @@ class FaultPlan(BaseModel):
     rate: float = Field(default=0.0, ge=0, le=1)
     mix: dict[FaultKind, float] = Field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
     limit: int | None = Field(default=None, ge=0, description="Inject at most this many faults, then behave.")
+    # Run calls only unless asked: the status sync reads every started run of a flow on each tick, and
+    # those reads would otherwise use up a plan meant for the flow's next run (its limit, its sequence).
+    targets: set[FaultTarget] = Field(
+        default_factory=lambda: {FaultTarget.RUN}, description="Which calls the plan faults: run calls, status reads."
+    )
 
 
 class Progression(StrEnum):
@@ -220,12 +230,14 @@ class SandboxState:
             return json.loads(json.dumps(self.stats.as_json()))
 
     # -- decisions -------------------------------------------------------------------------
-    def choose_fault(self, flow_id: str | None) -> FaultKind | None:
+    def choose_fault(self, flow_id: str | None, target: FaultTarget = FaultTarget.RUN) -> FaultKind | None:
         plan: FaultPlan
         with self._lock:
             scope, plan = "*", self.settings
             if flow_id is not None and uuid.UUID(flow_id) in self.settings.flows:
                 scope, plan = flow_id, self.settings.flows[uuid.UUID(flow_id)]
+            if target not in plan.targets:
+                return None
             if plan.limit is not None and self._injected[scope] >= plan.limit:
                 return None
             weights = {kind: weight for kind, weight in plan.mix.items() if weight > 0}
@@ -545,9 +557,9 @@ class _SandboxHandler(BaseHTTPRequestHandler):
 
     def _get_execution(self, call: dict[str, Any], execution_id: str) -> None:
         state = self.server.state
-        # The flow's own fault plan applies to the status reads of its executions too.
+        # The flow's own fault plan applies to the status reads of its executions, if it targets them.
         call["flow_id"] = flow_id = state.flow_of(execution_id)
-        if self._unauthorized_or_faulted(call, flow_id):
+        if self._unauthorized_or_faulted(call, flow_id, FaultTarget.STATUS):
             return
         detail = state.read_execution(execution_id)
         if detail is None:
@@ -556,13 +568,15 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             call["execution_status"] = detail["status"]
             self._answer_processed(call, 200, detail)
 
-    def _unauthorized_or_faulted(self, call: dict[str, Any], flow_id: str | None) -> bool:
+    def _unauthorized_or_faulted(
+        self, call: dict[str, Any], flow_id: str | None, target: FaultTarget = FaultTarget.RUN
+    ) -> bool:
         """Gateway-level behaviour, before Hilos looks at the request: latency, 5xx/429 faults, auth."""
         state = self.server.state
         settings = state.settings
         if settings.latency_ms:
             self.server.stopping.wait(settings.latency_ms / 1000)
-        fault = state.choose_fault(flow_id)
+        fault = state.choose_fault(flow_id, target)
         call["fault"] = fault.value if fault in _GATEWAY_FAULTS else None
         self._deferred_fault = fault if fault not in _GATEWAY_FAULTS else None
         if fault is FaultKind.SERVER_ERROR:

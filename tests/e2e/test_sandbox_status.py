@@ -151,7 +151,7 @@ def test_status_reads_need_the_token_and_take_the_flows_faults_and_every_read_is
     flow_id = str(uuid.uuid4())
     control(sandbox, progression="per_read")
     execution_id = start_run(sandbox, PHONES, flow_id)
-    control(sandbox, flows={flow_id: {"rate": 1, "mix": {"503": 1}, "limit": 1}})
+    control(sandbox, flows={flow_id: {"rate": 1, "mix": {"503": 1}, "limit": 1, "targets": ["status"]}})
 
     faulted = read(sandbox, execution_id)  # the gateway's fault comes before the token is looked at
     missing = read(sandbox, execution_id, token=None)
@@ -231,3 +231,20 @@ def test_response_problems_finds_what_breaks_the_documented_answer(sandbox):
     assert missing == [((), "'flow_version' is a required property")]
     assert {path for path, _ in broken_flow} == {("flow",)}
     assert len(broken_flow) == 3  # name, created_by and channel are required too
+
+
+def test_a_flows_fault_plan_faults_its_run_calls_only_unless_it_targets_status_reads(sandbox):
+    flow_id = str(uuid.uuid4())
+    execution_id = start_run(sandbox, PHONES, flow_id)
+    control(sandbox, flows={flow_id: {"rate": 1, "mix": {"503": 1}, "limit": 1}})
+
+    # The status sync's reads do not use up a plan meant for the flow's next run.
+    assert read(sandbox, execution_id).status_code == 200
+    assert stats(sandbox)["status_read_faults"] == {}
+    again = requests.post(
+        f"{sandbox.api_url}/flow/{flow_id}/run",
+        json={"execute_for": "LIST", "contact_list": [{"phone": "+5215512340001"}]},
+        headers={"Authorization": f"Token {TOKEN}"},
+        timeout=5,
+    )
+    assert again.status_code == 503

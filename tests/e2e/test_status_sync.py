@@ -184,7 +184,9 @@ def test_faulted_status_reads_are_read_again_and_the_run_still_finishes_once(
     flow_id = str(uuid.uuid4())
     run = start_run(sync_stack, flow_id)
     # The flow's next three status reads fail: refused at the gateway, answered too late, or reset.
-    sync_stack.set_faults(flows={flow_id: {"rate": 1, "mix": {"503": 1, "slow": 1, "reset": 1}, "limit": 3}})
+    sync_stack.set_faults(
+        flows={flow_id: {"rate": 1, "mix": {"503": 1, "slow": 1, "reset": 1}, "limit": 3, "targets": ["status"]}}
+    )
 
     completed = wait_for_status(sync_stack, run["run_id"], "COMPLETED")
 
