@@ -20,11 +20,11 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from local.events import REGION
 from local.functions import (
@@ -97,6 +97,14 @@ class LocalConfig:
             aws_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
             **flags,
         )
+
+
+class _BackgroundWorker(Protocol):
+    """A loop on its own thread (SqsPoller, ScheduleRunner)."""
+
+    def start(self) -> None: ...
+    def request_stop(self) -> None: ...
+    def join(self) -> None: ...
 
 
 class ConfigurationProblem(Exception):
@@ -344,32 +352,29 @@ class LocalStack:
                     functools.partial(self.invoke, source.function_logical_id),
                     name=f"poller-{source.queue_logical_id}-{number}",
                 )
-                poller.start()
                 pollers.append(poller)
-
-        def stop_pollers() -> None:
-            for poller in pollers:
-                poller.request_stop()
-            for poller in pollers:
-                poller.join()
-
-        self._stoppers.append(("pollers", stop_pollers))
+        self._start_background("pollers", pollers)
 
     def _start_schedules(self, schedules: list[tuple[ScheduleSource, float]], region: str) -> None:
         runners = [
             ScheduleRunner(source, functools.partial(self.invoke, source.function_logical_id), interval, region=region)
             for source, interval in schedules
         ]
-        for runner in runners:
-            runner.start()
+        self._start_background("schedules", runners)
 
-        def stop_schedules() -> None:
-            for runner in runners:
-                runner.request_stop()
-            for runner in runners:
-                runner.join()
+    def _start_background(self, name: str, workers: Sequence[_BackgroundWorker]) -> None:
+        """Start background loops (pollers, schedules) and register their stop: every one is asked to stop
+        first, then each is joined, so they wind down together instead of one after the other."""
+        for worker in workers:
+            worker.start()
 
-        self._stoppers.append(("schedules", stop_schedules))
+        def stop_all() -> None:
+            for worker in workers:
+                worker.request_stop()
+            for worker in workers:
+                worker.join()
+
+        self._stoppers.append((name, stop_all))
 
     # -- what scripts and people are told ---------------------------------------------------
     def _describe(

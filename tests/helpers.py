@@ -165,3 +165,17 @@ def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: Any, *, one_at_a_time: b
             seen += len(messages)
     wiring.reset()
     return seen
+
+
+def execution_record(**fields: Any) -> Any:
+    """An ExecutionRecord of a submitted one-contact API run of FLOW_ID, with ``fields`` changed."""
+    from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+
+    values: dict[str, Any] = {
+        "flow_id": FLOW_ID,
+        "source": RunSource.API,
+        "status": RunStatus.SUBMITTED,
+        "num_contacts": 1,
+        **fields,
+    }
+    return ExecutionRecord.model_validate(values)

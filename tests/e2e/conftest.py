@@ -5,6 +5,8 @@ are per flow) and by restoring any global sandbox setting they change.
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +29,15 @@ E2E_STACK_ARGS = (
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("local-stack"), *E2E_STACK_ARGS)
+    with stack_of_tests(tmp_path_factory.mktemp("local-stack"), *E2E_STACK_ARGS) as stack:
+        yield stack
+
+
+@contextmanager
+def stack_of_tests(state_dir: Path, *args: str) -> Iterator[RunningStack]:
+    """A local stack for tests: stopped at the end (stop_stack checks that nothing is left behind), and its
+    whole output checked for the Hilos token afterwards."""
+    stack = start_stack(state_dir, *args)
     try:
         hilos_token = sandbox_token(stack)
         yield stack

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import sandbox_token
-from tests.e2e.local_stack import RunningStack, start_stack, stop_stack, wait_for
+from tests.e2e.conftest import sandbox_token, stack_of_tests
+from tests.e2e.local_stack import RunningStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +41,8 @@ CANCELED_COUNTERS = {"running": 0, "completed": 0, "failed": 2, "expired": 0, "c
 
 @pytest.fixture(scope="module")
 def sync_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("sync-stack"), *SYNC_STACK_ARGS)
-    try:
-        hilos_token = sandbox_token(stack)
+    with stack_of_tests(tmp_path_factory.mktemp("sync-stack"), *SYNC_STACK_ARGS) as stack:
         yield stack
-    finally:
-        stop_stack(stack)
-    assert hilos_token not in stack.log_text(), "the (sandbox) Hilos token appeared in the stack's output"
 
 
 class CompletionEvents:

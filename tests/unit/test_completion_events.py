@@ -18,7 +18,7 @@ from hilos_runner.completion_events import (
 )
 from hilos_runner.errors import DependencyUnavailableError
 from hilos_runner.executions import ExecutionCounters, ExecutionRecord, RunSource, RunStatus
-from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
+from tests.helpers import HILOS_EXECUTION_ID, execution_record
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "run-finished-event.schema.json"
 AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -26,7 +26,6 @@ AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 def finished(**fields: Any) -> ExecutionRecord:
     values: dict[str, Any] = {
-        "flow_id": FLOW_ID,
         "source": RunSource.QUEUE,
         "status": RunStatus.COMPLETED,
         "num_contacts": 5,
@@ -36,7 +35,8 @@ def finished(**fields: Any) -> ExecutionRecord:
         "synced_at": AT,
         **fields,
     }
-    return ExecutionRecord.model_validate(values)
+    record: ExecutionRecord = execution_record(**values)
+    return record
 
 
 def test_the_schema_file_is_current():

@@ -16,6 +16,7 @@ from hilos_runner import wiring
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
 from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus
 from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
+from tests.helpers import execution_record as record
 
 OTHER_FLOW_ID = UUID("0d6f3b0e-86a1-4f4f-9a2e-5b7d1c2e3f40")
 CREATED_AT = datetime(2024, 1, 1, 12, 30, 15, 250_000, tzinfo=UTC)
@@ -37,17 +38,6 @@ def stubbed() -> Iterator[tuple[ExecutionStore, Stubber]]:
     client = boto3.client("dynamodb")
     with Stubber(client) as stubber:
         yield ExecutionStore(client, "executions", ttl_days=7), stubber
-
-
-def record(**fields: Any) -> ExecutionRecord:
-    values: dict[str, Any] = {
-        "flow_id": FLOW_ID,
-        "source": RunSource.API,
-        "status": RunStatus.SUBMITTED,
-        "num_contacts": 1,
-        **fields,
-    }
-    return ExecutionRecord.model_validate(values)
 
 
 def raw_item(table: str, run_id: UUID) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from functools import cache
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
@@ -118,6 +119,17 @@ class Settings(BaseModel):
         """The longest one Hilos call can take (every connect attempt, then the read), plus the margin."""
         connect = self.hilos_connect_timeout_seconds * (1 + self.hilos_connect_retries)
         return connect + self.hilos_read_timeout_seconds + self.worker_call_margin_seconds
+
+
+class Deadline(Protocol):
+    """The Lambda context's clock, which the call budgets above are held against."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+def has_time_for(deadline: Deadline, budget_seconds: float) -> bool:
+    """True when the invocation has ``budget_seconds`` left: a call started now ends before the timeout."""
+    return deadline.get_remaining_time_in_millis() >= budget_seconds * 1000
 
 
 def _path_with_one_placeholder(value: str, name: str) -> str:

@@ -14,13 +14,11 @@ is never fetched again; if publishing fails, the record stays in the index and t
 without asking Hilos again.
 """
 
-import math
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
@@ -37,13 +35,9 @@ from hilos_runner.executions import (
 from hilos_runner.hilos import HilosClient
 from hilos_runner.models import FlowExecution
 from hilos_runner.observability import log_keys, logger, metrics
-from hilos_runner.settings import Settings
+from hilos_runner.settings import Deadline, Settings, has_time_for
 
 _MAX_SYNC_ERROR = 500
-
-
-class Deadline(Protocol):
-    def get_remaining_time_in_millis(self) -> int: ...
 
 
 class SyncOutcome(StrEnum):
@@ -76,7 +70,6 @@ class StatusSync:
         self._store = store
         self._publisher = publisher
         self._executor = executor
-        self._budget_ms = math.ceil(settings.hilos_status_read_budget_seconds * 1000)
 
     def refresh(self, record: ExecutionRecord) -> tuple[ExecutionRecord, SyncOutcome | None]:
         """Bring ``record`` up to date with Hilos; None as outcome when there is nothing to sync.
@@ -112,7 +105,7 @@ class StatusSync:
                 outcome = future.result()
                 if outcome is not None:
                     outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if throttled.is_set() or deadline.get_remaining_time_in_millis() < self._budget_ms:
+            if throttled.is_set() or not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):
                 continue  # start no new reads; let the running ones end
             for record in _take(pending, len(finished)):
                 running.add(self._executor.submit(self._refresh_one, record, throttled))

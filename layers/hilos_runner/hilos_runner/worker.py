@@ -22,7 +22,7 @@ and raises ``RecordRetry`` when it must come back (reported in ``batchItemFailur
 import json
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID, uuid5
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -45,17 +45,13 @@ from hilos_runner.models import Contact
 from hilos_runner.observability import log_keys, logger, metrics
 from hilos_runner.queue import QueueSender
 from hilos_runner.runs import RunCommand, RunResult, status_after
-from hilos_runner.settings import Settings
+from hilos_runner.settings import Deadline, Settings, has_time_for
 
 # Run ids of queued runs are derived from the SQS message id, so every delivery of a message finds
 # the records of the earlier ones.
 _MESSAGE_RUN_NAMESPACE = UUID("0c7e2f55-8f0c-4b6a-b1d4-5f3e9a6c2d71")
 _NIL_FLOW_ID = UUID(int=0)
 _MAX_REJECTION_TEXT = 1000
-
-
-class Deadline(Protocol):
-    def get_remaining_time_in_millis(self) -> int: ...
 
 
 class RecordRetry(Exception):
@@ -97,7 +93,6 @@ class QueuedRunWorker:
         self._store = store
         self._queue = queue
         self._start = start
-        self._budget_ms = math.ceil(settings.hilos_call_budget_seconds * 1000)
 
     def process(self, record: SQSRecord, deadline: Deadline) -> dict[str, Any]:
         # The message id is the correlation id of every log line written for this record.
@@ -144,7 +139,7 @@ class QueuedRunWorker:
     def _run(self, message: QueuedRun, record: SQSRecord, deadline: Deadline, attempt: int) -> dict[str, Any]:
         runs = []
         for part in self._parts(message, record.message_id):
-            if deadline.get_remaining_time_in_millis() < self._budget_ms:
+            if not has_time_for(deadline, self._settings.hilos_call_budget_seconds):
                 metrics.add_metric(name="RecordsHeldBack", unit=MetricUnit.Count, value=1)
                 raise RecordRetry("not enough time left in this invocation for another Hilos call", 0)
             command = RunCommand(
