@@ -1,10 +1,12 @@
-"""Hilos' own schemas, from the OpenAPI document the project carries (schemas/hilos/), as JSON Schema.
+"""Hilos' own schemas, from the OpenAPI documents the project carries (schemas/hilos/), as JSON Schema.
 
-One implementation for two users: the Hilos sandbox of the local stack checks every run request
-against it (and answers 400 like Hilos would), and the tests check that what we send is what Hilos
-documents (tests/hilos_schema.py re-exports this module). Answers are checked against the same
-document seen from the response side (``response_problems``): what the sandbox answers is what Hilos
-documents, so a client that reads the sandbox reads Hilos.
+Two documents: Flow Execution (run, get, list executions; the default) and Flow Execution Contact (list an
+execution's contacts). One implementation for two users: the Hilos sandbox of the local stack checks every
+run request against it (and answers 400 like Hilos would), and the tests check that what we send is what
+Hilos documents (tests/hilos_schema.py re-exports this module). Answers are checked against the documents
+seen from the response side (``response_problems``): what the sandbox answers is what Hilos documents, so
+a client that reads the sandbox reads Hilos. A schema name is looked up in the Flow Execution document
+first, then in the Flow Execution Contact one (the names both define are the same schema in both).
 """
 
 from __future__ import annotations
@@ -13,9 +15,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-HILOS_OPENAPI = Path(__file__).resolve().parent.parent / "schemas" / "hilos" / "flow-execution-openapi.yml"
+_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "hilos"
+HILOS_OPENAPI = _SCHEMAS_DIR / "flow-execution-openapi.yml"
+HILOS_CONTACT_OPENAPI = _SCHEMAS_DIR / "flow-execution-contact-openapi.yml"
+FLOW_EXECUTION_DOCUMENT = "flow-execution"
+FLOW_EXECUTION_CONTACT_DOCUMENT = "flow-execution-contact"
+# In lookup order: a name both define is taken from the first.
+HILOS_DOCUMENTS: dict[str, Path] = {
+    FLOW_EXECUTION_DOCUMENT: HILOS_OPENAPI,
+    FLOW_EXECUTION_CONTACT_DOCUMENT: HILOS_CONTACT_OPENAPI,
+}
 RUN_REQUEST_SCHEMA = "FlowExecutionCreateRequest"
 EXECUTION_DETAIL_SCHEMA = "FlowExecutionReadDetail"
+EXECUTION_LIST_SCHEMA = "PaginatedFlowExecutionListList"
+EXECUTION_CONTACT_LIST_SCHEMA = "PaginatedFlowExecutionContactListSimpleList"
 
 # A problem in a request body: where (JSON path parts, "" parts never occur) and what.
 Problem = tuple[tuple[str | int, ...], str]
@@ -54,31 +67,43 @@ def _to_json_schema(node: Any, *, response: bool = False) -> Any:
 
 
 @cache
-def _openapi_schemas() -> dict[str, Any]:
+def _openapi_schemas(document: str = FLOW_EXECUTION_DOCUMENT) -> dict[str, Any]:
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
 
-    schemas: dict[str, Any] = yaml.safe_load(HILOS_OPENAPI.read_text())["components"]["schemas"]
+    schemas: dict[str, Any] = yaml.safe_load(HILOS_DOCUMENTS[document].read_text())["components"]["schemas"]
     return schemas
 
 
-@cache
-def hilos_schemas() -> dict[str, Any]:
-    """Every schema of the document, seen from the request side."""
-    return {name: _to_json_schema(schema) for name, schema in _openapi_schemas().items()}
+def document_of(name: str) -> str:
+    """The first document (of HILOS_DOCUMENTS) that defines schema ``name``; KeyError if none does."""
+    for document in HILOS_DOCUMENTS:
+        if name in _openapi_schemas(document):
+            return document
+    raise KeyError(f"{name}: no such schema in {sorted(HILOS_DOCUMENTS)}")
 
 
 @cache
-def hilos_response_schemas() -> dict[str, Any]:
-    """Every schema of the document, seen from the response side."""
-    return {name: _to_json_schema(schema, response=True) for name, schema in _openapi_schemas().items()}
+def hilos_schemas(document: str = FLOW_EXECUTION_DOCUMENT) -> dict[str, Any]:
+    """Every schema of a document, seen from the request side."""
+    return {name: _to_json_schema(schema) for name, schema in _openapi_schemas(document).items()}
 
 
-def hilos_schema(name: str) -> dict[str, Any]:
-    return {"$defs": hilos_schemas(), **hilos_schemas()[name]}
+@cache
+def hilos_response_schemas(document: str = FLOW_EXECUTION_DOCUMENT) -> dict[str, Any]:
+    """Every schema of a document, seen from the response side."""
+    return {name: _to_json_schema(schema, response=True) for name, schema in _openapi_schemas(document).items()}
 
 
-def hilos_response_schema(name: str) -> dict[str, Any]:
-    return {"$defs": hilos_response_schemas(), **hilos_response_schemas()[name]}
+def hilos_schema(name: str, document: str | None = None) -> dict[str, Any]:
+    """Schema ``name`` seen from the request side, from ``document`` or the first that defines it."""
+    schemas = hilos_schemas(document or document_of(name))
+    return {"$defs": schemas, **schemas[name]}
+
+
+def hilos_response_schema(name: str, document: str | None = None) -> dict[str, Any]:
+    """Schema ``name`` seen from the response side, from ``document`` or the first that defines it."""
+    schemas = hilos_response_schemas(document or document_of(name))
+    return {"$defs": schemas, **schemas[name]}
 
 
 def _validator(schema: dict[str, Any]) -> Any:
@@ -90,12 +115,12 @@ def _validator(schema: dict[str, Any]) -> Any:
 
 @cache
 def _run_request_validator() -> Any:
-    return _validator(hilos_schema(RUN_REQUEST_SCHEMA))
+    return _validator(hilos_schema(RUN_REQUEST_SCHEMA, FLOW_EXECUTION_DOCUMENT))
 
 
 @cache
-def _response_validator(name: str) -> Any:
-    return _validator(hilos_response_schema(name))
+def _response_validator(name: str, document: str) -> Any:
+    return _validator(hilos_response_schema(name, document))
 
 
 def run_request_problems(body: Any) -> list[Problem]:
@@ -114,10 +139,12 @@ def run_request_problems(body: Any) -> list[Problem]:
     return sorted(problems, key=lambda problem: [str(part) for part in problem[0]])
 
 
-def response_problems(body: Any, schema_name: str = EXECUTION_DETAIL_SCHEMA) -> list[Problem]:
+def response_problems(
+    body: Any, schema_name: str = EXECUTION_DETAIL_SCHEMA, document: str | None = None
+) -> list[Problem]:
     """Why ``body`` is not a valid answer of schema ``schema_name`` (FlowExecutionReadDetail, the answer to
-    Get Flow Execution, by default; formats checked: email, uuid, date-time); empty when it is."""
-    problems = [
-        (tuple(error.absolute_path), str(error.message)) for error in _response_validator(schema_name).iter_errors(body)
-    ]
+    Get Flow Execution, by default), from ``document`` or the first document that defines it (formats
+    checked: email, uuid, date-time; no uri checker is installed); empty when it is."""
+    validator = _response_validator(schema_name, document or document_of(schema_name))
+    problems = [(tuple(error.absolute_path), str(error.message)) for error in validator.iter_errors(body)]
     return sorted(problems, key=lambda problem: [str(part) for part in problem[0]])
