@@ -1,15 +1,18 @@
-"""A Hilos sandbox: the run and get-execution paths of Hilos' API, strict about what it accepts, with faults.
+"""A Hilos sandbox: the run, get-execution and list paths of Hilos' API, strict about what it accepts, with faults.
 
 It answers like Hilos (201 with a FlowExecutionEdit, plain-JSON DRF-style errors), but checks more than
 Hilos would: the ``Authorization: Token <token>`` header, the JSON content type and the body against
 the Hilos schema the project carries (read-only fields are refused, not ignored), so a client bug shows
 up as a 4xx here instead of as a silent oddity in production.
 
-Faults are injected at set rates, globally or per flow, optionally only the first ``limit`` times:
-``500``, ``503`` and ``429`` (with Retry-After) are answered before the run is created; ``slow``
-(the answer comes after the client's read timeout) and ``reset`` (the connection is reset after the
-request was read) happen *after* the run was created, the worst case for a client that resends:
-a resend of either shows up as a duplicate in the stats.
+Faults are injected at set rates, globally or per flow, optionally only the first ``limit`` times, on the
+calls a plan ``targets`` (run calls unless it names ``status`` reads or ``lookup``s, the list reads).
+Before the run is created: ``500``, ``503`` and ``429`` (with Retry-After) are answered; ``slow_before``
+holds the request past the client's read timeout, then answers 504; ``reset_before`` resets the connection
+once the request was read. After the run was created (the worst case for a client that resends: a resend
+shows up as a duplicate in the stats): ``slow`` answers after the client's read timeout, ``reset`` resets
+the connection. To a client, each ``_before`` kind looks like its "after" twin. A plan without a ``mix``
+uses DEFAULT_FAULT_MIX, which leaves the ``_before`` kinds out: they are asked for by name.
 
 A created execution moves on by itself, so a client reading its status (Get Flow Execution, checked
 against the FlowExecutionReadDetail schema) sees it progress: PROCESSING -> STARTING -> RUNNING ->
@@ -18,13 +21,23 @@ COMPLETED, or CANCELED for the flows in ``cancel_flows``. ``progression: "time"`
 deterministic for tests; ``hold_flows`` keeps a flow's executions at a stage until released. Its
 counters add up: while RUNNING, ``running`` counts the contacts still in the flow; at the end
 completed + failed + expired (+ canceled) = num_contacts, where a contact whose phone ends in one of
-``failed_phone_endings`` fails and one of ``expired_phone_endings`` expires.
+``failed_phone_endings`` fails and one of ``expired_phone_endings`` expires. Every ``created_on`` of an
+execution is Hilos' clock at its creation, off by ``clock_skew_seconds``.
+
+The list endpoints (local/sandbox_lists.py), paged like DRF (``list_page_size`` per page unless ``page_size``
+asks): ``GET /api/flow-execution?flow=&page=`` (PaginatedFlowExecutionListList, newest first) and
+``GET /api/flow-execution-contact?flow_execution=&flow_execution__flow=&is_active=&page=&page_size=``
+(PaginatedFlowExecutionContactListSimpleList, contacts in the order sent, each with a status that follows
+its execution's and adds up to its counters). A list read shows an execution where it is now, but moves it
+on only by its age: with ``per_read`` only status reads move it.
 
 Control (no auth, 127.0.0.1 only): ``GET|POST /_sandbox/faults`` (POST merges the given fields; a
 ``seed`` makes the sequence of fault decisions repeatable),
-``GET /_sandbox/stats`` (``requests``, ``responses``, ``faults``, ``recent``... count run calls; status reads
-have their own: ``status_reads`` per execution, answered or not, ``status_read_answers``, ``status_read_faults``,
-``recent_status_reads``),
+``GET /_sandbox/stats`` (``requests``, ``responses``, ``faults``, ``recent`` (each call with its ``fault`` and
+whether it ``created`` an execution)... count run calls, ``contact_lists`` per fingerprint their calls, creations
+and ``execution_ids``; status reads have their own: ``status_reads`` per execution, answered or not,
+``status_read_answers``, ``status_read_faults``, ``recent_status_reads``; and so do list reads:
+``lookup_reads`` per endpoint, ``lookup_read_answers``, ``lookup_read_faults``, ``recent_lookup_reads``),
 ``POST /_sandbox/reset`` (stats and settings back to the start; created executions stay).
 """
 
@@ -43,7 +56,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -52,6 +65,23 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from local.hilos_schema import Problem, run_request_problems
+from local.sandbox_lists import (
+    ACTIVE_CONTACT_STATUSES,
+    FLOW_NAME,
+    MAX_PAGE_SIZE,
+    InvalidFilter,
+    InvalidPage,
+    boolean_filter,
+    contact_status,
+    flow_execution_contact,
+    flow_execution_list_item,
+    lenient_uuid,
+    page_of,
+    page_size_of,
+    paginated,
+    query_of,
+    uuid_filter,
+)
 
 log = logging.getLogger("local.sandbox")
 
@@ -59,6 +89,13 @@ BASE_PATH = "/api"
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _RUN_PATH = re.compile(rf"^{BASE_PATH}(?:/channel/whatsapp)?/flow/(?P<flow_id>{_UUID})/run/?$")
 _EXECUTION_PATH = re.compile(rf"^{BASE_PATH}/flow-execution/(?P<execution_id>{_UUID})/?$")
+# The list endpoints, by the name their reads are counted under in the stats.
+EXECUTIONS_LIST = "flow-execution"
+CONTACTS_LIST = "flow-execution-contact"
+_LIST_PATHS = {
+    re.compile(rf"^{BASE_PATH}/flow-execution/?$"): EXECUTIONS_LIST,
+    re.compile(rf"^{BASE_PATH}/flow-execution-contact/?$"): CONTACTS_LIST,
+}
 _RECENT_CALLS = 200
 
 
@@ -68,15 +105,31 @@ class FaultKind(StrEnum):
     THROTTLED = "429"
     SLOW = "slow"  # the run is created, the answer comes after the client gave up
     RESET = "reset"  # the run is created, the connection is reset without an answer
+    SLOW_BEFORE = "slow_before"  # held past the client's read timeout, then 504: nothing was created
+    RESET_BEFORE = "reset_before"  # the connection is reset once the request was read: nothing was created
 
 
-# Answered before the request reaches Hilos' application: nothing was processed.
-_GATEWAY_FAULTS = frozenset({FaultKind.SERVER_ERROR, FaultKind.UNAVAILABLE, FaultKind.THROTTLED})
+# Answered (or dropped) before the request reaches Hilos' application: nothing was processed.
+_BEFORE_FAULTS = frozenset(
+    {
+        FaultKind.SERVER_ERROR,
+        FaultKind.UNAVAILABLE,
+        FaultKind.THROTTLED,
+        FaultKind.SLOW_BEFORE,
+        FaultKind.RESET_BEFORE,
+    }
+)
+# The mix of a plan that names none: the kinds there were before slow_before and reset_before, which are
+# asked for by name. A plan written earlier keeps its meaning, and a seeded one its sequence of faults.
+DEFAULT_FAULT_MIX: dict[FaultKind, float] = dict.fromkeys(
+    (FaultKind.SERVER_ERROR, FaultKind.UNAVAILABLE, FaultKind.THROTTLED, FaultKind.SLOW, FaultKind.RESET), 1.0
+)
 
 
 class FaultTarget(StrEnum):
     RUN = "run"  # POST .../run
     STATUS = "status"  # GET /flow-execution/{id}
+    LOOKUP = "lookup"  # GET /flow-execution and GET /flow-execution-contact (the list endpoints)
 
 
 class FaultPlan(BaseModel):
@@ -85,12 +138,13 @@ class FaultPlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rate: float = Field(default=0.0, ge=0, le=1)
-    mix: dict[FaultKind, float] = Field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
+    mix: dict[FaultKind, float] = Field(default_factory=lambda: dict(DEFAULT_FAULT_MIX))
     limit: int | None = Field(default=None, ge=0, description="Inject at most this many faults, then behave.")
     # Run calls only unless asked: the status sync reads every started run of a flow on each tick, and
     # those reads would otherwise use up a plan meant for the flow's next run (its limit, its sequence).
     targets: set[FaultTarget] = Field(
-        default_factory=lambda: {FaultTarget.RUN}, description="Which calls the plan faults: run calls, status reads."
+        default_factory=lambda: {FaultTarget.RUN},
+        description="Which calls the plan faults: run calls, status reads, lookups (the list endpoints).",
     )
 
 
@@ -127,6 +181,12 @@ class SandboxSettings(FaultPlan):
     )
     failed_phone_endings: set[str] = Field(default_factory=lambda: {"7"}, description="These contacts fail.")
     expired_phone_endings: set[str] = Field(default_factory=lambda: {"9"}, description="These contacts expire.")
+    list_page_size: int = Field(
+        default=10, ge=1, le=MAX_PAGE_SIZE, description="Page size of the list endpoints when none is asked for."
+    )
+    clock_skew_seconds: float = Field(
+        default=0.0, ge=-86_400, le=86_400, description="Added to the created_on of every execution created from now."
+    )
 
     @field_validator("stage_seconds", mode="before")
     @classmethod
@@ -171,6 +231,11 @@ class _Stats:
     status_read_answers: Counter[str] = field(default_factory=Counter)
     status_read_faults: Counter[str] = field(default_factory=Counter)
     recent_status_reads: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT_CALLS))
+    # And so are the list reads a reconciliation makes (by endpoint: flow-execution, flow-execution-contact).
+    lookup_reads: Counter[str] = field(default_factory=Counter)
+    lookup_read_answers: Counter[str] = field(default_factory=Counter)
+    lookup_read_faults: Counter[str] = field(default_factory=Counter)
+    recent_lookup_reads: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT_CALLS))
 
     def as_json(self) -> dict[str, Any]:
         created = sum(entry["created"] for entry in self.contact_lists.values())
@@ -188,6 +253,10 @@ class _Stats:
             "status_read_answers": dict(self.status_read_answers),
             "status_read_faults": dict(self.status_read_faults),
             "recent_status_reads": list(self.recent_status_reads),
+            "lookup_reads": dict(self.lookup_reads),
+            "lookup_read_answers": dict(self.lookup_read_answers),
+            "lookup_read_faults": dict(self.lookup_read_faults),
+            "recent_lookup_reads": list(self.recent_lookup_reads),
         }
 
 
@@ -257,6 +326,13 @@ class SandboxState:
                     stats.status_read_faults[call["fault"]] += 1
                 stats.recent_status_reads.append(call)
                 return
+            if call.get("lookup_read"):
+                stats.lookup_reads[call["lookup_read"]] += 1
+                stats.lookup_read_answers[str(call["status"])] += 1
+                if call.get("fault"):
+                    stats.lookup_read_faults[call["fault"]] += 1
+                stats.recent_lookup_reads.append(call)
+                return
             stats.requests += 1
             stats.responses[str(call["status"])] += 1
             stats.auth_schemes[call["auth_scheme"]] += 1
@@ -270,13 +346,16 @@ class SandboxState:
         if flow_id:
             self.stats.flows.setdefault(flow_id, Counter())[what] += 1
         if fingerprint:
-            entry = self.stats.contact_lists.setdefault(fingerprint, {"flow_id": flow_id, "calls": 0, "created": 0})
+            entry = self.stats.contact_lists.setdefault(
+                fingerprint, {"flow_id": flow_id, "calls": 0, "created": 0, "execution_ids": []}
+            )
             entry[what] += 1
 
     def create_execution(self, call: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Create (and count at once: a slow answer must not hide a duplicate) the execution of a run."""
         flow_id = call["flow_id"]
-        now = datetime.now(UTC).isoformat()
+        # Hilos' clock, off by clock_skew_seconds: every created_on reported for the execution is this one.
+        created_on = (datetime.now(UTC) + timedelta(seconds=self.settings.clock_skew_seconds)).isoformat()
         execution = {
             "id": str(uuid.uuid4()),
             "status": "PROCESSING",
@@ -293,7 +372,7 @@ class SandboxState:
             "completed": 0,
             "canceled": 0,
             "failed": 0,
-            "created_on": now,
+            "created_on": created_on,
             "avg_completion_time": "",
             "contact_filters": [],
             "contact_list": body["contact_list"],
@@ -305,15 +384,13 @@ class SandboxState:
             self.executions[execution["id"]] = _StoredExecution(
                 flow_id=flow_id,
                 created=time.monotonic(),
+                sequence=len(self.executions),
                 answer=execution,
-                failed=sum(_phone_ends_with(item, settings.failed_phone_endings) for item in body["contact_list"]),
-                expired=sum(
-                    _phone_ends_with(item, settings.expired_phone_endings)
-                    and not _phone_ends_with(item, settings.failed_phone_endings)
-                    for item in body["contact_list"]
-                ),
+                outcomes=[_outcome(item, settings) for item in body["contact_list"]],
             )
             self._count(call, "created")
+            if call.get("fingerprint"):
+                self.stats.contact_lists[call["fingerprint"]]["execution_ids"].append(execution["id"])
         call.update(created=True, execution_id=execution["id"])
         return execution
 
@@ -324,24 +401,77 @@ class SandboxState:
             stored = self.executions.get(execution_id.lower())
             if stored is None:
                 return None
-            settings = self.settings
-            if stored.status not in TERMINAL_STATUSES:
-                if settings.progression is Progression.PER_READ:
-                    stage = stored.stage + 1
-                else:
-                    stage = _stage_by_age(time.monotonic() - stored.created, settings.stage_seconds)
-                hold = settings.hold_flows.get(uuid.UUID(stored.flow_id))
-                if hold is not None:
-                    stage = min(stage, STAGES.index(hold))
-                stored.stage = max(stored.stage, stage)  # switching progression never moves a run back
-                if stored.stage >= len(STAGES):
-                    # Decided when it ends, so adding a flow to cancel_flows cancels its running executions.
-                    canceled = uuid.UUID(stored.flow_id) in settings.cancel_flows
-                    stored.status = "CANCELED" if canceled else "COMPLETED"
-                    stored.finished = time.monotonic()
-                else:
-                    stored.status = STAGES[stored.stage]
+            self._move_on(stored, status_read=True)
             return stored.detail()
+
+    def _move_on(self, stored: _StoredExecution, *, status_read: bool) -> None:
+        """Bring an execution to where it is now: by its age, or (per_read) one stage for a status read;
+        a list read moves it by its age only, never a stage per read."""
+        settings = self.settings
+        if stored.status in TERMINAL_STATUSES:
+            return
+        if settings.progression is Progression.PER_READ:
+            if not status_read:
+                return
+            stage = stored.stage + 1
+        else:
+            stage = _stage_by_age(time.monotonic() - stored.created, settings.stage_seconds)
+        hold = settings.hold_flows.get(uuid.UUID(stored.flow_id))
+        if hold is not None:
+            stage = min(stage, STAGES.index(hold))
+        stored.stage = max(stored.stage, stage)  # switching progression never moves a run back
+        if stored.stage >= len(STAGES):
+            # Decided when it ends, so adding a flow to cancel_flows cancels its running executions.
+            canceled = uuid.UUID(stored.flow_id) in settings.cancel_flows
+            stored.status = "CANCELED" if canceled else "COMPLETED"
+            stored.finished = time.monotonic()
+        else:
+            stored.status = STAGES[stored.stage]
+
+    def list_executions(self, flow_id: str | None, requested_page: str | None, url: str) -> dict[str, Any]:
+        """List Flow Executions (PaginatedFlowExecutionListList): newest first, of one flow or of all;
+        InvalidPage for a page that is not one."""
+        with self._lock:
+            matching = sorted(
+                (stored for stored in self.executions.values() if flow_id is None or stored.flow_id == flow_id),
+                key=lambda stored: (stored.created_on, stored.sequence),
+                reverse=True,
+            )
+            page = page_of(len(matching), requested_page, self.settings.list_page_size)
+            results = []
+            for stored in matching[page.items]:
+                self._move_on(stored, status_read=False)
+                results.append(flow_execution_list_item(stored.detail()))
+        return paginated(url, page, len(matching), results)
+
+    def list_contacts(
+        self,
+        *,
+        execution_id: str | None,
+        flow_id: str | None,
+        is_active: bool | None,
+        requested_page: str | None,
+        page_size: int | None,
+        url: str,
+    ) -> dict[str, Any]:
+        """List Flow Execution Contacts (PaginatedFlowExecutionContactListSimpleList): executions in the order
+        they were created, each one's contacts in the order they were sent; InvalidPage for a page that is not one."""
+        with self._lock:
+            rows: list[tuple[_StoredExecution, int]] = []
+            for stored in sorted(self.executions.values(), key=lambda stored: stored.sequence):
+                if (execution_id is not None and stored.answer["id"] != execution_id) or (
+                    flow_id is not None and stored.flow_id != flow_id
+                ):
+                    continue
+                self._move_on(stored, status_read=False)
+                rows.extend(
+                    (stored, index)
+                    for index in range(len(stored.outcomes))
+                    if is_active is None or (stored.contact_status(index) in ACTIVE_CONTACT_STATUSES) == is_active
+                )
+            page = page_of(len(rows), requested_page, page_size or self.settings.list_page_size)
+            results = [stored.contact_item(index) for stored, index in rows[page.items]]
+        return paginated(url, page, len(rows), results)
 
     def flow_of(self, execution_id: str) -> str | None:
         with self._lock:
@@ -352,6 +482,15 @@ class SandboxState:
 def _phone_ends_with(contact: Any, endings: set[str]) -> bool:
     phone = str(contact.get("phone") or "") if isinstance(contact, dict) else ""
     return any(phone.endswith(ending) for ending in endings if ending)
+
+
+def _outcome(contact: Any, settings: SandboxSettings) -> str:
+    """How a contact ends if its execution completes, decided when the run is created."""
+    if _phone_ends_with(contact, settings.failed_phone_endings):
+        return "FAILED"
+    if _phone_ends_with(contact, settings.expired_phone_endings):
+        return "EXPIRED"
+    return "COMPLETED"
 
 
 def _stage_by_age(age_seconds: float, stage_seconds: dict[str, float]) -> int:
@@ -382,31 +521,47 @@ class _StoredExecution:
 
     flow_id: str
     created: float  # time.monotonic()
+    sequence: int  # the order of creation
     answer: dict[str, Any]  # the FlowExecutionEdit of the create call (with the contact list)
-    failed: int  # contacts that fail (phone endings), decided when the run is created
-    expired: int
+    outcomes: list[str]  # per contact: COMPLETED, FAILED or EXPIRED (phone endings), decided at creation
     stage: int = 0  # index into STAGES; len(STAGES) once finished
     status: str = "PROCESSING"
     finished: float | None = None
 
+    @property
+    def created_on(self) -> datetime:
+        return datetime.fromisoformat(self.answer["created_on"])
+
     def counters(self) -> dict[str, int]:
-        total = self.answer["num_contacts"]
+        """The execution's counters: how many of its contacts are in each contact status but READY."""
         counters = dict.fromkeys(("running", "completed", "failed", "expired", "canceled"), 0)
-        if self.status == "RUNNING":
-            # Contacts that fail do so on the first message; the others are in the flow.
-            counters.update(running=total - self.failed, failed=self.failed)
-        elif self.status == "COMPLETED":
-            counters.update(completed=total - self.failed - self.expired, failed=self.failed, expired=self.expired)
-        elif self.status == "CANCELED":
-            counters.update(canceled=total - self.failed, failed=self.failed)  # canceled while running
+        for index in range(len(self.outcomes)):
+            status = self.contact_status(index)
+            if status != "READY":
+                counters[status.lower()] += 1
         return counters
+
+    def contact_status(self, index: int) -> str:
+        return contact_status(self.status, self.outcomes[index])
+
+    def contact_item(self, index: int) -> dict[str, Any]:
+        """FlowExecutionContactListSimple of its ``index``-th contact."""
+        sent = self.answer["contact_list"][index]
+        return flow_execution_contact(
+            self.answer["id"],
+            index,
+            sent,
+            outcome=self.outcomes[index],
+            execution_status=self.status,
+            created_on=self.answer["created_on"],
+        )
 
     def detail(self) -> dict[str, Any]:
         """FlowExecutionReadDetail: the documented fields only, nested objects complete."""
         answer = self.answer
         flow = {
             "id": self.flow_id,
-            "name": "Sandbox flow",
+            "name": FLOW_NAME,
             "created_by": _SANDBOX_USER,
             "created_on": answer["created_on"],
             "is_active": True,
@@ -495,20 +650,27 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             return
         run = _RUN_PATH.match(path)
         execution = _EXECUTION_PATH.match(path)
+        listed = next((name for pattern, name in _LIST_PATHS.items() if pattern.match(path)), None)
         call: dict[str, Any] = {
             "at": datetime.now(UTC).isoformat(),
             "method": method,
             "path": path,
             "flow_id": run["flow_id"].lower() if run else None,
+            "fault": None,
             **self._auth(),
         }
         if execution and method == "GET":
             call.update(status_read=True, execution_id=execution["execution_id"].lower())
+        if listed and method == "GET":
+            call.update(lookup_read=listed, query=urlsplit(self.path).query)
         if run and method == "POST":
+            call.update(created=False, execution_id=None)  # until the execution is created
             self._run(call, run["flow_id"].lower(), body)
         elif execution and method == "GET":
             self._get_execution(call, execution["execution_id"])
-        elif run or execution:
+        elif listed and method == "GET":
+            self._list(call, listed)
+        elif run or execution or listed:
             self._answer(call, 405, {"detail": f'Method "{method}" not allowed.'})
         else:
             self._answer(call, 404, {"detail": "Not found."})
@@ -568,18 +730,64 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             call["execution_status"] = detail["status"]
             self._answer_processed(call, 200, detail)
 
+    def _list(self, call: dict[str, Any], endpoint: str) -> None:
+        """List Flow Executions or List Flow Execution Contacts, filtered and paged as Hilos does."""
+        state = self.server.state
+        query = query_of(self.path)
+        # The flow's own fault plan applies to the lookups of its executions, if it targets them.
+        if endpoint == EXECUTIONS_LIST:
+            flow_id = lenient_uuid(query, "flow")
+        else:
+            execution_id = lenient_uuid(query, "flow_execution")
+            flow_id = lenient_uuid(query, "flow_execution__flow") or (execution_id and state.flow_of(execution_id))
+        call["flow_id"] = flow_id
+        if self._unauthorized_or_faulted(call, flow_id, FaultTarget.LOOKUP):
+            return
+        url = self._absolute_url()
+        try:
+            if endpoint == EXECUTIONS_LIST:
+                answer = state.list_executions(uuid_filter(query, "flow"), query.get("page"), url)
+            else:
+                answer = state.list_contacts(
+                    execution_id=uuid_filter(query, "flow_execution"),
+                    flow_id=uuid_filter(query, "flow_execution__flow"),
+                    is_active=boolean_filter(query, "is_active"),
+                    requested_page=query.get("page"),
+                    page_size=page_size_of(query, state.settings.list_page_size),
+                    url=url,
+                )
+        except InvalidFilter as invalid:
+            self._answer_processed(call, 400, invalid.errors)
+        except InvalidPage:
+            self._answer_processed(call, 404, {"detail": "Invalid page."})
+        else:
+            call.update(count=answer["count"], returned=len(answer["results"]))
+            self._answer_processed(call, 200, answer)
+
+    def _absolute_url(self) -> str:
+        """The request's URL as Django's build_absolute_uri gives it: the Host header, the target as sent."""
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        return f"http://{host}{self.path}"
+
     def _unauthorized_or_faulted(
         self, call: dict[str, Any], flow_id: str | None, target: FaultTarget = FaultTarget.RUN
     ) -> bool:
-        """Gateway-level behaviour, before Hilos looks at the request: latency, 5xx/429 faults, auth."""
+        """Gateway-level behaviour, before Hilos looks at the request: latency, the faults that strike before it
+        is processed (5xx/429, slow_before, reset_before), auth."""
         state = self.server.state
         settings = state.settings
         if settings.latency_ms:
             self.server.stopping.wait(settings.latency_ms / 1000)
         fault = state.choose_fault(flow_id, target)
-        call["fault"] = fault.value if fault in _GATEWAY_FAULTS else None
-        self._deferred_fault = fault if fault not in _GATEWAY_FAULTS else None
-        if fault is FaultKind.SERVER_ERROR:
+        call["fault"] = fault.value if fault in _BEFORE_FAULTS else None
+        self._deferred_fault = fault if fault not in _BEFORE_FAULTS else None
+        if fault is FaultKind.RESET_BEFORE:
+            self._reset(call)
+        elif fault is FaultKind.SLOW_BEFORE:
+            # The gateway gives up on an upstream that never got the request: 504, once the client has left.
+            detail = {"detail": "Gateway timeout: the request was not processed in time."}
+            self._answer(call, 504, detail, delay_seconds=settings.slow_seconds)
+        elif fault is FaultKind.SERVER_ERROR:
             self._answer(call, 500, {"detail": "A server error occurred."})
         elif fault is FaultKind.UNAVAILABLE:
             self._answer(call, 503, {"detail": "Service temporarily unavailable, try again later."})
