@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from local.sandbox import STAGES, FaultKind, Progression
+from local.sandbox import DEFAULT_FAULT_MIX, STAGES, FaultKind, Progression
 from local.stack import (
     DEFAULT_SYNC_INTERVAL_SECONDS,
     ConfigurationProblem,
@@ -145,8 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--fault-mix",
         type=_fault_mix,
-        default=dict.fromkeys(FaultKind, 1.0),
-        help="weights of the fault kinds, e.g. 503=2,429=1,500=1,slow=1,reset=1 (all equal)",
+        default=dict(DEFAULT_FAULT_MIX),
+        help="weights of the fault kinds, e.g. 503=2,slow=1,slow_before=1; slow/reset strike after Hilos created "
+        "the run, slow_before/reset_before before (500, 503, 429, slow, reset equally; the _before kinds only by name)",
     )
     sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every sandbox answer (0)")
     sandbox.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429 faults, seconds (1)")

@@ -38,7 +38,7 @@ from local.functions import (
     schedule_sources,
     sqs_event_sources,
 )
-from local.sandbox import FaultKind, Progression, SandboxSettings
+from local.sandbox import DEFAULT_FAULT_MIX, FaultKind, Progression, SandboxSettings
 from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
 from local.stack_resources import (
     CompletionEventsQueue,
@@ -75,7 +75,7 @@ class LocalConfig:
     parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
     hilos_read_timeout: float | None = None  # None: SANDBOX_READ_TIMEOUT_SECONDS with the sandbox
     fault_rate: float = 0.0
-    fault_mix: dict[FaultKind, float] = field(default_factory=lambda: dict.fromkeys(FaultKind, 1.0))
+    fault_mix: dict[FaultKind, float] = field(default_factory=lambda: dict(DEFAULT_FAULT_MIX))
     latency_ms: int = 0
     retry_after_seconds: int = 1
     progression: Progression = Progression.TIME
