@@ -333,6 +333,7 @@ class SandboxState:
                     stats.lookup_read_faults[call["fault"]] += 1
                 stats.recent_lookup_reads.append(call)
                 return
+            call.setdefault("created", False)  # every run call says whether it created an execution
             stats.requests += 1
             stats.responses[str(call["status"])] += 1
             stats.auth_schemes[call["auth_scheme"]] += 1
@@ -664,7 +665,7 @@ class _SandboxHandler(BaseHTTPRequestHandler):
         if listed and method == "GET":
             call.update(lookup_read=listed, query=urlsplit(self.path).query)
         if run and method == "POST":
-            call.update(created=False, execution_id=None)  # until the execution is created
+            call.update(execution_id=None)  # until the execution is created
             self._run(call, run["flow_id"].lower(), body)
         elif execution and method == "GET":
             self._get_execution(call, execution["execution_id"])
