@@ -43,4 +43,5 @@ def _all_records() -> list[dict[str, Any]]:
     from hilos_runner import wiring
     from hilos_runner.settings import get_settings
 
-    return wiring.dynamodb_client().scan(TableName=get_settings().executions_table_name)["Items"]
+    items = wiring.dynamodb_client().scan(TableName=get_settings().executions_table_name)["Items"]
+    return [item for item in items if "status" in item]  # records, not the request bodies kept beside them

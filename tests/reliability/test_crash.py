@@ -146,7 +146,8 @@ class TestWorkerKilledMidBatch:
         assert fake.created == PHONES  # still exactly one Hilos call per run
         third = record_of(run_id_of(batch[2]))
         assert third.status == "UNKNOWN"
-        assert "not resent" in third.last_error
+        assert "looked up in Hilos instead of being resent" in third.last_error
+        assert third.awaits_reconcile  # the status sync's next pass finds out from Hilos what happened
         assert [record_of(run_id_of(r)).status for r in batch[:2]] == ["SUBMITTED", "SUBMITTED"]
 
     def test_before_the_call_was_made_the_run_is_sent_once_after_the_expiry(
@@ -157,12 +158,12 @@ class TestWorkerKilledMidBatch:
         fake = FakeHilos(hilos)
         batch = [one_contact_message(phone) for phone in PHONES]
         third_run_id = str(run_id_of(batch[2]))
-        # Killed while writing the third run's SENDING record: Hilos was never called for it.
+        # Killed while writing the third run's SENDING record (with its request body): Hilos was never called.
         inject(
             wiring.dynamodb_client(),
-            "PutItem",
+            "BatchWriteItem",
             InvocationKilled,
-            when=lambda params: params.get("Item", {}).get("run_id", {}).get("S") == third_run_id,
+            when=lambda params: third_run_id in json.dumps(params["RequestItems"], default=str),
         )
 
         crashed = self.crash(batch)
@@ -233,6 +234,18 @@ class TestSecretsManagerDown:
 
 class TestDynamoDbFailures:
     @staticmethod
+    def throttle_sending_write() -> list[Any]:
+        """The write of a run's SENDING record (with its request body, one BatchWriteItem) is throttled."""
+        from hilos_runner import wiring
+
+        return inject(
+            wiring.dynamodb_client(),
+            "BatchWriteItem",
+            lambda: aws_error("ProvisionedThroughputExceededException", "BatchWriteItem"),
+            when=lambda params: '"SENDING"' in json.dumps(params["RequestItems"], default=str),
+        )
+
+    @staticmethod
     def throttle_put_item(table: str, *, only_status: str | None = None) -> list[Any]:
         """Every PutItem on ``table`` (with that record status, if given) is throttled; returns the log."""
         from hilos_runner import wiring
@@ -253,7 +266,7 @@ class TestDynamoDbFailures:
     ):
 
         fake = FakeHilos(hilos)
-        failed = self.throttle_put_item("executions")
+        failed = self.throttle_sending_write()
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])

@@ -52,6 +52,12 @@ CONTRACT_METRICS = {
     "RecordUpdateFailures",
     "HilosLatency",
     "HilosStatusLatency",
+    "HilosLookupLatency",
+    "HilosLookupReads",
+    "RunsReconciledFound",
+    "RunsResent",
+    "RunsNotStarted",
+    "RunsUnresolved",
     "RunsSynced",
     "RunsFinished",
     "CompletionEventsPublished",
@@ -303,7 +309,7 @@ def test_every_stack_gives_its_functions_its_own_name_as_service_and_alarms_on_t
     # dev and prod created side by side in one (moto) account: their metrics must not share a series.
     from moto import mock_aws
 
-    emf_alarms = ["RunsUnknownAlarm", "CompletionEventFailuresAlarm"]
+    emf_alarms = ["RunsUnresolvedAlarm", "CompletionEventFailuresAlarm"]
     services: dict[str, str] = {}
     with mock_aws():
         import boto3
@@ -413,7 +419,7 @@ def test_every_alarm_notifies_the_topic_when_one_is_given_and_nobody_otherwise(s
         "RunsDeadLetterQueueAlarm",
         "BulkWorkerErrorsAlarm",
         "RunApi5xxRateAlarm",
-        "RunsUnknownAlarm",
+        "RunsUnresolvedAlarm",
         "StatusSyncErrorsAlarm",
         "CompletionEventFailuresAlarm",
     }
@@ -426,7 +432,7 @@ def test_every_alarm_notifies_the_topic_when_one_is_given_and_nobody_otherwise(s
 
 @pytest.mark.parametrize(
     ("alarm", "metric"),
-    [("RunsUnknownAlarm", "RunsUnknown"), ("CompletionEventFailuresAlarm", "CompletionEventFailures")],
+    [("RunsUnresolvedAlarm", "RunsUnresolved"), ("CompletionEventFailuresAlarm", "CompletionEventFailures")],
 )
 def test_the_emf_alarms_fire_on_the_first_occurrence_of_the_functions_own_metric(
     source: dict[str, Any], alarm: str, metric: str

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from hilos_runner import wiring
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
-from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus
+from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, Resolution, RunSource, RunStatus
 from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
 from tests.helpers import execution_record as record
 
@@ -76,7 +76,7 @@ def test_a_full_record_survives_the_round_trip(store: ExecutionStore):
 
 
 def test_a_minimal_record_survives_the_round_trip(store: ExecutionStore):
-    original = record(status=RunStatus.SENDING, created_at=CREATED_AT)
+    original = record(status=RunStatus.QUEUED, created_at=CREATED_AT)
     store.put(original)
     assert store.get(original.run_id) == original
 
@@ -276,9 +276,10 @@ def test_synced_fields_and_counters_survive_the_round_trip_as_a_map_of_numbers(s
             False,
         ),
         ({"status": RunStatus.SUBMITTED}, False),  # Hilos' answer had no id: nothing to read
-        ({"status": RunStatus.UNKNOWN}, False),
+        ({"status": RunStatus.UNKNOWN}, True),  # answer lost: reconciliation looks it up
+        ({"status": RunStatus.SENDING}, True),  # ... as it does for a writer that stopped before recording it
+        ({"status": RunStatus.QUEUED, "resolution": Resolution.RESENT}, True),  # known not started: to resend
         ({"status": RunStatus.QUEUED}, False),
-        ({"status": RunStatus.SENDING}, False),
         ({"status": RunStatus.FAILED}, False),
     ],
 )

@@ -6,16 +6,23 @@ Table layout (template.yaml ``ExecutionsTable``):
   ``listed_flow_id``, so "runs of flow X, newest first" lists what callers started, not the
   chunks of a bulk run (those hang off their parent via ``parent_id``);
 - sparse GSI ``sync-pending`` (``sync_pending`` + ``next_sync_at``): only records the status sync still
-  has to visit carry ``sync_pending`` (runs Hilos accepted and that have not finished, and finished
-  runs whose completion event is not yet published), so the sync finds its work oldest-due first
-  without a scan, and a record leaves the index by being written without the attribute;
+  has to visit carry ``sync_pending`` (runs Hilos accepted and that have not finished, finished runs
+  whose completion event is not yet published, and runs whose answer was lost, to reconcile), so the
+  sync finds its work oldest-due first without a scan, and a record leaves the index by being written
+  without the attribute. The key is spread over ``SYNC_SHARDS`` values (``PENDING#0``...), read in turn,
+  so no one partition carries every pending run;
 - TTL attribute ``expires_at`` (epoch seconds).
+
+Beside each run's record, the body sent to Hilos is kept (items ``request#<run_id>#<part>``, zlib, in parts
+under DynamoDB's item limit, a short TTL): a run whose answer was lost and that Hilos shows never started
+can be sent again exactly as it was. These items carry no index attribute, so no listing ever sees them.
 """
 
 import base64
 import binascii
 import json
 import time
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,9 +35,14 @@ from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
 
 FLOW_INDEX_NAME = "by-flow"
 SYNC_INDEX_NAME = "sync-pending"
-# The one partition key value of the sync index. One partition takes ~1,000 writes/s, far above the rate
-# at which Hilos accepts runs from this service (WorkerMaximumConcurrency x WorkerConcurrency calls).
-_SYNC_PENDING = "PENDING"
+# Partition key values of the sync index: a record's shard is fixed by its run id. One partition takes
+# ~1,000 writes/s; four keep every pending write and each pass's reads far from that at any rate Hilos
+# accepts runs from one stack (README, "Scale").
+SYNC_SHARDS = 4
+_SYNC_PENDING = "PENDING#{shard}"
+_REQUEST_KEY = "request#{run_id}#{part}"
+# DynamoDB refuses items over 400 KB (names included): a request body is kept in parts of this size.
+_REQUEST_PART_BYTES = 350_000
 _CURSOR_KEY_ATTRIBUTES = {"run_id", "listed_flow_id", "created_at"}
 # DynamoDB's per-call limits for BatchWriteItem and BatchGetItem.
 _BATCH_WRITE_ITEMS = 25
@@ -82,6 +94,19 @@ _STATUS_OF_HILOS = {
 def status_of_hilos(hilos_status: str | None, current: "RunStatus") -> "RunStatus":
     """Our status for a Hilos execution status; ``current`` when Hilos' is missing or unknown to us."""
     return _STATUS_OF_HILOS.get(hilos_status or "", current)
+
+
+class Resolution(StrEnum):
+    """What reconciliation made of a run whose answer from Hilos was lost."""
+
+    FOUND = "FOUND"  # Hilos had started it: the record now holds its execution id
+    RESENT = "RESENT"  # Hilos had not started it: sent again, under the same run id
+    NOT_STARTED = "NOT_STARTED"  # Hilos had not started it; not resent (resends off or used up): FAILED
+    AMBIGUOUS = "AMBIGUOUS"  # not decided yet (several candidates, Hilos unreadable): looked at again later
+
+
+# A run that may have reached Hilos without our knowing its execution: reconciliation looks it up.
+_MAYBE_STARTED_UNKNOWN = frozenset({"SENDING", "UNKNOWN"})
 
 
 class RunSource(StrEnum):
@@ -140,13 +165,35 @@ class ExecutionRecord(BaseModel):
     event_published_at: Timestamp | None = Field(
         default=None, description="When the completion event of a finished run went to EventBridge."
     )
+    sent_at: Timestamp | None = Field(default=None, description="When the run was last sent to Hilos.")
+    resends: int = Field(default=0, description="Times reconciliation sent the run again (Hilos had not started it).")
+    resolution: Resolution | None = Field(
+        default=None, description="What reconciliation found for a run whose answer from Hilos was lost."
+    )
+    reconciled_at: Timestamp | None = Field(default=None, description="When reconciliation last looked the run up.")
+    reconcile_attempts: int = Field(default=0, description="How often reconciliation looked the run up in Hilos.")
+    # Identify the run among Hilos' executions (hilos_runner.matching); kept in the table, never answered.
+    contacts_digest: str | None = Field(default=None, exclude=True)
+    contact_ids: list[str] | None = Field(default=None, exclude=True)
     created_at: Timestamp = Field(default_factory=utc_now)
     updated_at: Timestamp = Field(default_factory=utc_now)
 
     @property
+    def awaits_reconcile(self) -> bool:
+        """Sent to Hilos, and no execution id known: the answer was lost (UNKNOWN), or the writer stopped
+        before recording it (SENDING); or known not started and waiting to be resent (QUEUED, RESENT)."""
+        if self.hilos_execution_id is not None:
+            return False
+        return self.status.value in _MAYBE_STARTED_UNKNOWN or (
+            self.status is RunStatus.QUEUED and self.resolution is Resolution.RESENT
+        )
+
+    @property
     def awaits_sync(self) -> bool:
-        """The status sync still has work on this record: Hilos has not finished it, or its completion
-        event is not yet published."""
+        """The status sync still has work on this record: a lost answer to reconcile, Hilos has not finished
+        it, or its completion event is not yet published."""
+        if self.awaits_reconcile:
+            return True
         if self.hilos_execution_id is None or not self.status.started:
             return False
         return not self.status.finished or self.event_published_at is None
@@ -167,6 +214,38 @@ class ExecutionStore:
 
     def put(self, record: ExecutionRecord) -> None:
         self._call("put_item", TableName=self._table, Item=self._item(record))
+
+    def put_with_request(self, record: ExecutionRecord, body: bytes, keep: timedelta) -> None:
+        """Write ``record`` and the body about to be sent to Hilos for it (kept for ``keep``), in one call."""
+        packed = zlib.compress(body)
+        parts = [packed[start : start + _REQUEST_PART_BYTES] for start in range(0, len(packed), _REQUEST_PART_BYTES)]
+        expires = str(int((utc_now() + keep).timestamp()))
+        items = [
+            {
+                "run_id": {"S": _REQUEST_KEY.format(run_id=record.run_id, part=index)},
+                "body": {"B": part},
+                "parts": {"N": str(len(parts))},
+                "expires_at": {"N": expires},
+            }
+            for index, part in enumerate(parts)
+        ]
+        self._write_batches([self._item(record), *items])
+
+    def request_body(self, run_id: UUID) -> bytes | None:
+        """The body last sent to Hilos for ``run_id``; None when it was never kept or has expired."""
+        first = self._call(
+            "get_item",
+            TableName=self._table,
+            Key={"run_id": {"S": _REQUEST_KEY.format(run_id=run_id, part=0)}},
+            ConsistentRead=True,
+        ).get("Item")
+        if first is None or int(first["expires_at"]["N"]) < time.time():
+            return None  # TTL deletes expired items within days, not at once
+        keys = [_REQUEST_KEY.format(run_id=run_id, part=index) for index in range(1, int(first["parts"]["N"]))]
+        rest = self._get_items(keys)
+        if len(rest) != len(keys):
+            return None
+        return zlib.decompress(first["body"]["B"] + b"".join(rest[key]["body"]["B"] for key in keys))
 
     def replace_if_status(self, record: ExecutionRecord, expected: RunStatus) -> bool:
         """Write ``record`` only if the stored one still has status ``expected`` (optimistic concurrency:
@@ -200,9 +279,12 @@ class ExecutionStore:
 
     def put_many(self, records: Sequence[ExecutionRecord]) -> None:
         """Write many records with BatchWriteItem (25 per call); unprocessed items are retried, bounded."""
-        for start in range(0, len(records), _BATCH_WRITE_ITEMS):
-            batch = records[start : start + _BATCH_WRITE_ITEMS]
-            pending: dict[str, Any] = {self._table: [{"PutRequest": {"Item": self._item(record)}} for record in batch]}
+        self._write_batches([self._item(record) for record in records])
+
+    def _write_batches(self, items: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(items), _BATCH_WRITE_ITEMS):
+            batch = items[start : start + _BATCH_WRITE_ITEMS]
+            pending: dict[str, Any] = {self._table: [{"PutRequest": {"Item": item}} for item in batch]}
             for attempt in range(_BATCH_ATTEMPTS):
                 pending = self._call("batch_write_item", RequestItems=pending).get("UnprocessedItems") or {}
                 if not pending:
@@ -217,15 +299,18 @@ class ExecutionStore:
 
     def get_many(self, run_ids: Sequence[UUID]) -> dict[UUID, ExecutionRecord]:
         """The records that exist among ``run_ids`` (BatchGetItem, 100 keys per call, consistent reads)."""
-        found: dict[UUID, ExecutionRecord] = {}
-        for start in range(0, len(run_ids), _BATCH_GET_KEYS):
-            keys = [{"run_id": {"S": str(run_id)}} for run_id in run_ids[start : start + _BATCH_GET_KEYS]]
-            pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        items = self._get_items([str(run_id) for run_id in run_ids])
+        return {UUID(key): _from_item(item) for key, item in items.items()}
+
+    def _get_items(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), _BATCH_GET_KEYS):
+            batch = [{"run_id": {"S": key}} for key in keys[start : start + _BATCH_GET_KEYS]]
+            pending: dict[str, Any] = {self._table: {"Keys": batch, "ConsistentRead": True}}
             for attempt in range(_BATCH_ATTEMPTS):
                 answer = self._call("batch_get_item", RequestItems=pending)
                 for item in answer.get("Responses", {}).get(self._table, []):
-                    record = _from_item(item)
-                    found[record.run_id] = record
+                    found[item["run_id"]["S"]] = item
                 pending = answer.get("UnprocessedKeys") or {}
                 if not pending:
                     break
@@ -239,21 +324,36 @@ class ExecutionStore:
         item["expires_at"] = {"N": str(int((record.created_at + self._ttl).timestamp()))}
         if record.parent_id is None:
             item["listed_flow_id"] = item["flow_id"]
+        if record.contacts_digest is not None:
+            item["contacts_digest"] = {"S": record.contacts_digest}
+        if record.contact_ids:
+            item["contact_ids"] = {"SS": record.contact_ids}
         if record.awaits_sync:
-            item["sync_pending"] = {"S": _SYNC_PENDING}
+            item["sync_pending"] = {"S": _SYNC_PENDING.format(shard=record.run_id.int % SYNC_SHARDS)}
             item["next_sync_at"] = {"S": _iso_utc(record.next_sync_at or record.updated_at)}
         else:
             item.pop("next_sync_at", None)
         return item
 
     def due_for_sync(self, now: datetime, *, limit: int) -> list[ExecutionRecord]:
-        """Up to ``limit`` records the status sync should visit by ``now``, longest overdue first."""
+        """Up to ``limit`` records the status sync should visit by ``now``, longest overdue first (each shard
+        read in turn, oldest due first, then merged)."""
+        records: list[ExecutionRecord] = []
+        for shard in range(SYNC_SHARDS):
+            records += self._due_in_shard(shard, now, limit)
+        records.sort(key=lambda record: record.next_sync_at or record.updated_at)
+        return records[:limit]
+
+    def _due_in_shard(self, shard: int, now: datetime, limit: int) -> list[ExecutionRecord]:
         records: list[ExecutionRecord] = []
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": SYNC_INDEX_NAME,
             "KeyConditionExpression": "sync_pending = :pending AND next_sync_at <= :now",
-            "ExpressionAttributeValues": {":pending": {"S": _SYNC_PENDING}, ":now": {"S": _iso_utc(now)}},
+            "ExpressionAttributeValues": {
+                ":pending": {"S": _SYNC_PENDING.format(shard=shard)},
+                ":now": {"S": _iso_utc(now)},
+            },
         }
         while len(records) < limit:
             answer = self._call("query", **query, Limit=limit - len(records))
@@ -311,7 +411,9 @@ def _attribute(value: Any) -> dict[str, Any]:
 
 def _plain(attribute: dict[str, Any]) -> Any:
     kind, value = next(iter(attribute.items()))
-    return {name: _plain(inner) for name, inner in value.items()} if kind == "M" else value
+    if kind == "M":
+        return {name: _plain(inner) for name, inner in value.items()}
+    return sorted(value) if kind == "SS" else value
 
 
 def _from_item(item: dict[str, Any]) -> ExecutionRecord:

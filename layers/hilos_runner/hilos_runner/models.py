@@ -12,7 +12,7 @@ field) and an absent field (leave it) stay different, as Hilos' PATCH-style cont
 """
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -210,3 +210,46 @@ class FlowExecution(BaseModel):
     failed: int | None = None
     expired: int | None = None
     canceled: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_contacts_echo(cls, value: Any) -> Any:
+        # Hilos' create answer echoes the run's contact_list: the caller's own data, as large as the request.
+        # Not kept, so what is stored and answered for a run stays small whatever its size.
+        if isinstance(value, dict) and "contact_list" in value:
+            return {name: item for name, item in value.items() if name != "contact_list"}
+        return value
+
+
+class HilosContact(BaseModel):
+    """The part of Hilos' ``ContactReadSimple`` that identifies a contact."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    phone: str | None = None
+    canonical_phone: str | None = None
+
+
+class FlowExecutionContact(BaseModel):
+    """One item of Hilos' List Flow Execution Contacts (``FlowExecutionContactListSimple``), leniently."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: UUID | None = None
+    contact: HilosContact
+    status: str | None = None
+    reason: str | None = None
+
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class HilosPage(BaseModel, Generic[Item]):
+    """A page of one of Hilos' lists (DRF pagination: ``count``, ``next``, ``previous``, ``results``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count: int | None = None
+    next: str | None = None
+    results: list[Item] = Field(default_factory=list)

@@ -1,32 +1,39 @@
-"""Starting one run: record it, call Hilos, record the outcome. Shared by the API and the worker.
+"""Starting one run: record it, call Hilos, record the outcome. Shared by the API, the worker and
+reconciliation (which sends a run again once Hilos shows it never started).
 
-The record is written *before* Hilos is called (status SENDING), so a run that started upstream can
-never be without a record, even if the process dies between the call and the final write: a record
-stuck in SENDING reads as "outcome unknown".
+The record is written *before* Hilos is called (status SENDING), together with the body about to be
+sent, so a run that started upstream can never be without a record, even if the process dies between
+the call and the final write: a record stuck in SENDING reads as "outcome unknown", and reconciliation
+(hilos_runner.reconcile) finds out from Hilos what happened, resending the kept body only when Hilos
+shows the run never started. The final write is conditional on the record still being the SENDING one
+this call wrote, so a late writer never undoes what reconciliation decided meanwhile.
 
-``start`` returns for the two outcomes that must never be resent (SUBMITTED, UNKNOWN) and raises for
-the others after recording them. With an idempotency key, Powertools stores the returned result, so a
-repeated key gets the first answer (even an UNKNOWN one) instead of a second Hilos call; an error
+``start`` returns for the two outcomes that must never be resent blindly (SUBMITTED, UNKNOWN) and raises
+for the others after recording them. With an idempotency key, Powertools stores the returned result, so
+a repeated key gets the first answer (even an UNKNOWN one) instead of a second Hilos call; an error
 removes the idempotency record, so a retry with the same key may try again.
 """
 
 import hashlib
-from typing import Any
-from uuid import UUID
+from datetime import datetime, timedelta
+from uuid import UUID, uuid5
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-from hilos_runner.errors import HilosRejectedError, HilosRunnerError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
+from hilos_runner.errors import ConfigurationError, HilosAuthError, HilosRejectedError, HilosRunnerError
+from hilos_runner.executions import ExecutionRecord, ExecutionStore, Resolution, RunSource, RunStatus, utc_now
 from hilos_runner.hilos import HilosClient
+from hilos_runner.matching import run_contacts_digest
 from hilos_runner.models import FlowExecution, FlowRunRequest
 from hilos_runner.observability import logger, metrics
+from hilos_runner.settings import Settings
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 # A caller's key, or one derived from it for the n-th Hilos call of a split message ("key#n"). Callers'
 # keys cannot contain '#', so a derived key never collides with a key someone chose.
 RUN_IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}(#[0-9]{1,6})?$"
+_KEYED_RUN_NAMESPACE = UUID("3d6f4b0e-9a7c-4e21-8f5d-6c2b1a0e9d47")
 # A run in one of these states may have reached Hilos (or surely did): it is never sent again.
 _MAYBE_SENT = frozenset({RunStatus.SENDING, RunStatus.UNKNOWN} | {status for status in RunStatus if status.started})
 
@@ -54,10 +61,19 @@ class RunCommand(BaseModel):
     parent_id: UUID | None = None
     chunk_index: int | None = None
     attempt: int = 1
+    _digest: str | None = PrivateAttr(default=None)
 
     def fingerprint(self) -> RunFingerprint:
-        digest = hashlib.sha256(self.request.hilos_body()).hexdigest()
-        return RunFingerprint(flow_id=self.flow_id, request=digest, idempotency_key=self.idempotency_key)
+        return RunFingerprint(flow_id=self.flow_id, request=self._body_digest(), idempotency_key=self.idempotency_key)
+
+    def keyed_run_id(self) -> UUID:
+        """The run id of a keyed run: the same flow, key and body always give the same run (and record)."""
+        return uuid5(_KEYED_RUN_NAMESPACE, f"{self.flow_id}\n{self.idempotency_key}\n{self._body_digest()}")
+
+    def _body_digest(self) -> str:
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.request.hilos_body()).hexdigest()
+        return self._digest
 
 
 class RunResult(BaseModel):
@@ -74,17 +90,26 @@ def status_after(error: Exception) -> RunStatus:
     return RunStatus.FAILED
 
 
+def worth_retrying(error: HilosRunnerError) -> bool:
+    """Nothing started, and sending again later may succeed: Hilos or AWS unavailable, or a refused token or
+    broken configuration that an operator can fix (so the run must not be dropped meanwhile)."""
+    return error.retryable or isinstance(error, HilosAuthError | ConfigurationError)
+
+
 class RunService:
-    def __init__(self, hilos: HilosClient, store: ExecutionStore) -> None:
+    def __init__(self, hilos: HilosClient, store: ExecutionStore, settings: Settings) -> None:
         self._hilos = hilos
         self._store = store
+        self._settings = settings
 
     def start(self, command: RunCommand) -> RunResult:
         # Idempotency records expire and a worker can die mid-call: the execution record is the
         # lasting memory of whether this run may already have reached Hilos.
         existing = self._store.get(command.run_id) if command.run_id else None
-        if existing is not None and existing.status in _MAYBE_SENT:
+        if existing is not None and (existing.status in _MAYBE_SENT or existing.awaits_reconcile):
             return self._not_resent(existing)
+        digest, contact_ids = run_contacts_digest(command.request.contact_list)
+        now = utc_now()
         record = ExecutionRecord(
             flow_id=command.flow_id,
             source=command.source,
@@ -94,21 +119,62 @@ class RunService:
             parent_id=command.parent_id,
             chunk_index=command.chunk_index,
             attempts=command.attempt,
+            sent_at=now,
+            next_sync_at=self._past_call_budget(now),
+            contacts_digest=digest,
+            contact_ids=contact_ids or None,
+            updated_at=now,
             **({"run_id": command.run_id} if command.run_id else {}),
-            **({"created_at": existing.created_at} if existing else {}),
+            created_at=existing.created_at if existing else now,
         )
-        self._store.put(record)  # fails before anything is sent: the caller may simply retry
+        # Fails before anything is sent: the caller may simply retry.
+        keep = timedelta(hours=self._settings.request_body_ttl_hours)
+        self._store.put_with_request(record, command.request.hilos_body(), keep)
+        return self._send(record, command.request)
+
+    def resend(self, seen: ExecutionRecord, request: FlowRunRequest, **noted: object) -> RunResult | None:
+        """Send a run again that Hilos shows never started (reconciliation), through the same guarded path:
+        the record first (SENDING, one more resend, with the ``noted`` changes; conditional on it still being
+        ``seen``), then the call. None when the record changed meanwhile (someone else is on it). A failure
+        that leaves the run surely not started and worth retrying puts it back to QUEUED for the next pass
+        instead of raising."""
+        now = utc_now()
+        sending = seen.model_copy(
+            update={
+                **noted,
+                "status": RunStatus.SENDING,
+                "sent_at": now,
+                "resends": seen.resends + 1,
+                "resolution": Resolution.RESENT,
+                "next_sync_at": self._past_call_budget(now),
+                "last_error": None,
+                "updated_at": now,
+            }
+        )
+        if not self._store.replace_if_unchanged(sending, seen):
+            return None
+        metrics.add_metric(name="RunsResent", unit=MetricUnit.Count, value=1)
+        return self._send(sending, request, resending=True)
+
+    def _send(self, record: ExecutionRecord, request: FlowRunRequest, *, resending: bool = False) -> RunResult:
         try:
-            execution = self._hilos.create_flow_execution(command.flow_id, command.request)
+            execution = self._hilos.create_flow_execution(record.flow_id, request)
         except HilosRunnerError as error:
+            if resending and not error.outcome_unknown and worth_retrying(error):
+                # This attempt surely did not reach Hilos: the run is still known not started; the next
+                # pass sends it (the attempt does not count as a resend).
+                waiting = self._finish(
+                    record, status=RunStatus.QUEUED, resends=record.resends - 1, last_error=error.message
+                )
+                return RunResult(run=waiting)
             status = status_after(error)
-            self._finish(record, status=status, last_error=error.message)
+            finished = self._finish(record, status=status, last_error=error.message)
             metrics.add_metric(name=f"Runs{status.title()}", unit=MetricUnit.Count, value=1)
             if status is RunStatus.UNKNOWN:
-                return RunResult(run=record)
+                return RunResult(run=finished)
             error.run_id = str(record.run_id)
             raise
-        self._finish(
+        finished = self._finish(
             record,
             status=RunStatus.SUBMITTED,
             hilos_execution_id=execution.id,
@@ -117,34 +183,43 @@ class RunService:
         )
         metrics.add_metric(name="RunsSubmitted", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="ContactsSubmitted", unit=MetricUnit.Count, value=record.num_contacts)
-        return RunResult(run=record, hilos=execution)
+        return RunResult(run=finished, hilos=execution)
 
     def _not_resent(self, existing: ExecutionRecord) -> RunResult:
         logger.info(
             "run already sent to Hilos earlier; not sending it again",
             extra={"run_id": str(existing.run_id), "status": existing.status},
         )
-        if existing.status is RunStatus.SENDING:
-            # An earlier attempt stopped between sending and recording the answer.
-            self._finish(
+        if existing.status is RunStatus.SENDING and existing.next_sync_at and existing.next_sync_at <= utc_now():
+            # An earlier attempt stopped between sending and recording the answer (its call budget is over).
+            existing = self._finish(
                 existing,
                 status=RunStatus.UNKNOWN,
-                last_error="an earlier attempt stopped after sending the run to Hilos; it may have started "
-                "and is not resent",
+                last_error="an earlier attempt stopped after sending the run to Hilos; it may have started, and "
+                "is looked up in Hilos instead of being resent",
             )
             metrics.add_metric(name="RunsUnknown", unit=MetricUnit.Count, value=1)
         return RunResult(run=existing)
 
-    def _finish(self, record: ExecutionRecord, **changes: Any) -> None:
-        for name, value in changes.items():
-            setattr(record, name, value)
-        record.updated_at = utc_now()
-        if record.awaits_sync and record.next_sync_at is None:
-            record.next_sync_at = record.updated_at  # Hilos accepted it: the next status sync pass looks
+    def _finish(self, record: ExecutionRecord, **changes: object) -> ExecutionRecord:
+        """``record`` with ``changes``, written only if the stored one is still ``record``; what is stored after."""
+        now = utc_now()
+        changed = record.model_copy(update={**changes, "updated_at": now})
+        # Hilos answered (or surely will not): the next status sync or reconciliation pass looks at once.
+        changed.next_sync_at = now if changed.awaits_sync else None
         try:
-            self._store.put(record)
+            if self._store.replace_if_unchanged(changed, record):
+                return changed
         except HilosRunnerError:
-            # The Hilos call is done and must not be repeated because bookkeeping failed; the
-            # record stays SENDING (= unknown) and the failure is visible in logs and metrics.
+            # The Hilos call is done and must not be repeated because bookkeeping failed; the record
+            # stays SENDING and reconciliation finds the run in Hilos later.
             logger.exception("execution record update failed", extra={"run_id": str(record.run_id)})
             metrics.add_metric(name="RecordUpdateFailures", unit=MetricUnit.Count, value=1)
+            return record
+        # Reconciliation decided this run meanwhile (this writer was past its call budget): its word stands.
+        logger.warning("execution record changed meanwhile; not overwritten", extra={"run_id": str(record.run_id)})
+        return self._store.get(record.run_id) or record
+
+    def _past_call_budget(self, sent_at: datetime) -> datetime:
+        """When a SENDING record is surely no longer being worked on: reconciliation may look it up then."""
+        return sent_at + timedelta(seconds=self._settings.hilos_call_budget_seconds)

@@ -8,6 +8,7 @@ variable named, instead of failing the first request in a confusing way.
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import cache
 from typing import Protocol
 
@@ -24,6 +25,9 @@ class Settings(BaseModel):
     hilos_api_url: str = "https://api.hilos.io/api"
     hilos_run_path: str = "/flow/{flow_id}/run"
     hilos_execution_path: str = "/flow-execution/{execution_id}"
+    # Hilos' lists, read to find a run whose answer was lost (reconciliation).
+    hilos_executions_path: str = "/flow-execution"
+    hilos_execution_contacts_path: str = "/flow-execution-contact"
     hilos_connect_timeout_seconds: float = Field(default=3.05, gt=0, le=30)
     # Stays below API Gateway's 30 s integration limit so a slow Hilos becomes our 504, not theirs.
     hilos_read_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
@@ -73,6 +77,21 @@ class Settings(BaseModel):
     # within a minute or two, a long-running one costs a Hilos read an hour.
     status_sync_min_interval_seconds: int = Field(default=60, ge=0, le=86_400)
     status_sync_max_interval_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # Reconciliation: a run whose answer was lost (UNKNOWN, or SENDING past one call budget) is looked up in
+    # Hilos' own lists (README, "Reliability"). "Not in Hilos" is concluded only this long after the send:
+    # longer than any request Hilos might still be processing after we gave up on it.
+    reconcile_grace_seconds: int = Field(default=300, ge=0, le=86_400)
+    # Hilos' clock against ours: executions created this far outside the send window still count.
+    reconcile_clock_skew_seconds: int = Field(default=120, ge=0, le=3600)
+    # Resends of a run known not to have started (0: never resent; the run becomes FAILED "not started").
+    reconcile_max_resends: int = Field(default=1, ge=0, le=5)
+    # Pages of a flow's executions read per lookup; a lookup that would need more is inconclusive.
+    reconcile_max_pages: int = Field(default=20, ge=1, le=1000)
+    # A run still unresolved this long after its send counts in RunsUnresolved (alarmed).
+    reconcile_alarm_after_seconds: int = Field(default=3600, ge=60, le=14 * 86_400)
+    # How long the body sent to Hilos is kept (DynamoDB TTL) so a run found not started can be resent.
+    request_body_ttl_hours: int = Field(default=48, ge=1, le=24 * 14)
+
     # EventBridge bus that receives "Hilos Run Finished" events.
     completion_event_bus_name: str = Field(default="default", min_length=1, max_length=1600)
 
@@ -80,6 +99,13 @@ class Settings(BaseModel):
     @classmethod
     def _http_url(cls, value: str) -> str:
         HttpUrl(value)  # raises a ValidationError naming the variable when it is not a URL
+        return value.rstrip("/")
+
+    @field_validator("hilos_executions_path", "hilos_execution_contacts_path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[^{}?#]*", value):
+            raise ValueError("must start with '/' and contain no braces, '?' or '#'")
         return value.rstrip("/")
 
     @field_validator("hilos_run_path")
@@ -106,6 +132,19 @@ class Settings(BaseModel):
 
     def execution_url(self, execution_id: object) -> str:
         return self.hilos_api_url + self.hilos_execution_path.format(execution_id=execution_id)
+
+    def executions_url(self) -> str:
+        return self.hilos_api_url + self.hilos_executions_path
+
+    def execution_contacts_url(self) -> str:
+        return self.hilos_api_url + self.hilos_execution_contacts_path
+
+    def revisit_after(self, age_seconds: float) -> timedelta:
+        """When the status sync looks at a run again: after a tenth of its age, within the interval bounds."""
+        seconds = min(
+            max(age_seconds / 10, self.status_sync_min_interval_seconds), self.status_sync_max_interval_seconds
+        )
+        return timedelta(seconds=seconds)
 
     @property
     def hilos_status_read_budget_seconds(self) -> float:

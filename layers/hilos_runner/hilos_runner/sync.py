@@ -1,11 +1,12 @@
-"""Status sync: runs Hilos accepted follow Hilos' execution status until Hilos finishes them.
+"""Status sync: runs Hilos accepted follow Hilos' execution status until Hilos finishes them, and runs
+whose answer was lost are reconciled with Hilos' records (hilos_runner.reconcile).
 
 ``StatusSync.refresh`` brings one record up to date: it reads Hilos' FlowExecutionReadDetail
 (status + contact counters), writes what changed, and when the run reached a terminal state
 (COMPLETED, CANCELED) publishes its completion event. ``sync_due`` does that for the records due in
 the ``sync-pending`` index, oldest due first, within the invocation's budget (a record count and the
-time left); it is the scheduled function's whole job, and ``GET /runs/{id}?refresh=true`` calls
-``refresh`` for one run.
+time left), reconciling the due records that have no execution id; it is the scheduled function's whole
+job, and ``GET /runs/{id}?refresh=true`` calls ``refresh`` for one run.
 
 Every write is conditional on the record being as it was read (``replace_if_unchanged``): two syncs of
 the same run (a tick and an on-demand refresh) never undo each other, and only the one that moves a run
@@ -35,6 +36,7 @@ from hilos_runner.executions import (
 from hilos_runner.hilos import HilosClient
 from hilos_runner.models import FlowExecution
 from hilos_runner.observability import log_keys, logger, metrics
+from hilos_runner.reconcile import ReconcileOutcome, Reconciler
 from hilos_runner.settings import Deadline, Settings, has_time_for
 
 _MAX_SYNC_ERROR = 500
@@ -52,6 +54,7 @@ class SyncReport(BaseModel):
 
     due: int = 0
     outcomes: dict[SyncOutcome, int] = {}
+    reconciled: dict[ReconcileOutcome, int] = {}  # runs without an execution id, looked up in Hilos
     not_reached: int = 0  # due records left for the next pass (time budget, Hilos throttling)
     throttled: bool = False
 
@@ -63,18 +66,24 @@ class StatusSync:
         hilos: HilosClient,
         store: ExecutionStore,
         publisher: CompletionEventPublisher,
+        *,
+        reconciler: Reconciler,
         executor: ThreadPoolExecutor,
     ) -> None:
         self._settings = settings
         self._hilos = hilos
         self._store = store
         self._publisher = publisher
+        self._reconciler = reconciler
         self._executor = executor
 
     def refresh(self, record: ExecutionRecord) -> tuple[ExecutionRecord, SyncOutcome | None]:
         """Bring ``record`` up to date with Hilos; None as outcome when there is nothing to sync.
-        Raises HilosRunnerError when Hilos or AWS failed (the record is then left as it was)."""
-        if not record.awaits_sync:
+        Raises HilosRunnerError when Hilos or AWS failed (the record is then left as it was). A run whose
+        answer was lost is looked up in Hilos first (a resend it calls for goes out at the next pass)."""
+        if record.awaits_reconcile:
+            record = self._reconciler.reconcile(record, None, resend_now=False).record
+        if not record.awaits_sync or record.awaits_reconcile:
             return record, None
         outcome = SyncOutcome.UPDATED
         if not record.status.finished:
@@ -91,34 +100,44 @@ class StatusSync:
         return record, outcome
 
     def sync_due(self, deadline: Deadline) -> SyncReport:
-        """One scheduled pass: refresh the records due now, up to the batch limit and the time left."""
+        """One scheduled pass: refresh (or reconcile) the records due now, up to the batch limit and the time left."""
         due = self._store.due_for_sync(utc_now(), limit=self._settings.status_sync_batch_limit)
-        outcomes: dict[SyncOutcome, int] = {}
+        report = SyncReport(due=len(due))
         throttled = threading.Event()  # Hilos answered 429: this pass starts no more reads
         pending = iter(due)
-        running: set[Future[SyncOutcome | None]] = set()
+        running: set[Future[SyncOutcome | ReconcileOutcome | None]] = set()
         for record in _take(pending, self._settings.worker_concurrency):
-            running.add(self._executor.submit(self._refresh_one, record, throttled))
+            running.add(self._executor.submit(self._visit, record, throttled, deadline))
         while running:
             finished, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 outcome = future.result()
-                if outcome is not None:
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                if isinstance(outcome, ReconcileOutcome):
+                    report.reconciled[outcome] = report.reconciled.get(outcome, 0) + 1
+                elif outcome is not None:
+                    report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
             if throttled.is_set() or not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):
                 continue  # start no new reads; let the running ones end
             for record in _take(pending, len(finished)):
-                running.add(self._executor.submit(self._refresh_one, record, throttled))
-        report = SyncReport(
-            due=len(due), outcomes=outcomes, not_reached=sum(1 for _ in pending), throttled=throttled.is_set()
-        )
+                running.add(self._executor.submit(self._visit, record, throttled, deadline))
+        report.not_reached = sum(1 for _ in pending)
+        report.throttled = throttled.is_set()
         metrics.add_metric(name="StatusSyncBacklog", unit=MetricUnit.Count, value=report.not_reached)
         logger.info("status sync pass", extra={"report": report.model_dump(mode="json")})
         return report
 
-    def _refresh_one(self, record: ExecutionRecord, throttled: threading.Event) -> SyncOutcome | None:
+    def _visit(
+        self, record: ExecutionRecord, throttled: threading.Event, deadline: Deadline
+    ) -> SyncOutcome | ReconcileOutcome | None:
         with log_keys(run_id=str(record.run_id)):
             try:
+                if record.awaits_reconcile:
+                    if throttled.is_set():
+                        return ReconcileOutcome.DEFERRED
+                    reconciled = self._reconciler.reconcile(record, deadline)
+                    if reconciled.throttled:
+                        throttled.set()
+                    return reconciled.outcome
                 return self.refresh(record)[1]
             except HilosRunnerError as error:
                 if isinstance(error, HilosUnavailableError) and error.status == 429:
@@ -188,12 +207,7 @@ class StatusSync:
             logger.exception("could not note a status sync failure", extra={"run_id": str(record.run_id)})
 
     def _interval(self, record: ExecutionRecord, now: datetime) -> timedelta:
-        age = (now - record.created_at).total_seconds()
-        seconds = min(
-            max(age / 10, self._settings.status_sync_min_interval_seconds),
-            self._settings.status_sync_max_interval_seconds,
-        )
-        return timedelta(seconds=seconds)
+        return self._settings.revisit_after((now - record.created_at).total_seconds())
 
 
 def _take(records: Iterator[ExecutionRecord], count: int) -> list[ExecutionRecord]:

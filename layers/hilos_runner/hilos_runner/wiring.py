@@ -15,6 +15,7 @@ from hilos_runner.errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
 )
+from hilos_runner.observability import logger
 from hilos_runner.settings import get_settings
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from hilos_runner.executions import ExecutionStore
     from hilos_runner.hilos import HilosClient
     from hilos_runner.queue import QueueSender
+    from hilos_runner.reconcile import Reconciler
     from hilos_runner.runs import RunCommand, RunFingerprint, RunResult, RunService
     from hilos_runner.sync import StatusSync
     from hilos_runner.worker import QueuedRunWorker
@@ -99,7 +101,7 @@ def execution_store() -> "ExecutionStore":
 def run_service() -> "RunService":
     from hilos_runner.runs import RunService
 
-    return RunService(hilos_client(), execution_store())
+    return RunService(hilos_client(), execution_store(), get_settings())
 
 
 @cache
@@ -150,10 +152,24 @@ def completion_publisher() -> "CompletionEventPublisher":
 
 
 @cache
+def reconciler() -> "Reconciler":
+    from hilos_runner.reconcile import Reconciler
+
+    return Reconciler(get_settings(), hilos_client(), execution_store(), run_service())
+
+
+@cache
 def status_sync() -> "StatusSync":
     from hilos_runner.sync import StatusSync
 
-    return StatusSync(get_settings(), hilos_client(), execution_store(), completion_publisher(), record_executor())
+    return StatusSync(
+        get_settings(),
+        hilos_client(),
+        execution_store(),
+        completion_publisher(),
+        reconciler=reconciler(),
+        executor=record_executor(),
+    )
 
 
 def _persistence() -> "DynamoDBPersistenceLayer":
@@ -183,8 +199,10 @@ def _idempotent(function: "Callable[..., Any]", result_model: type, key_prefix: 
 def _idempotent_start() -> "Callable[..., RunResult]":
     from hilos_runner.runs import RunResult
 
-    def start(command: "RunFingerprint", run: "RunCommand") -> RunResult:
-        return run_service().start(run)
+    def start(command: "RunFingerprint", run: "RunCommand", started: "list[RunResult]") -> RunResult:
+        result = run_service().start(run)
+        started.append(result)  # Hilos was called: if storing the result fails, this is still the answer
+        return result
 
     return _idempotent(start, RunResult, "run")
 
@@ -221,11 +239,35 @@ def _idempotency_errors_as_domain_errors() -> Iterator[None]:
 
 
 def start_run(command: "RunCommand") -> "RunResult":
-    """Start a run; with an idempotency key, at most once per key (Powertools idempotency)."""
+    """Start a run; with an idempotency key, at most once per key (Powertools idempotency).
+
+    A keyed run's id is derived from its flow, key and body, so its execution record is the lasting memory
+    of the key: once Powertools' record has expired, or if storing the answer failed after Hilos was
+    called, a repeat finds the run's record and is never sent again. A stored answer whose run was
+    resolved since (reconciliation) is replaced by the record as it is now."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
+
+    from hilos_runner.runs import RunResult
+
     if command.idempotency_key is None:
         return run_service().start(command)
-    with _idempotency_errors_as_domain_errors():
-        return _idempotent_start()(command=command.fingerprint(), run=command)
+    if command.run_id is None:
+        command = command.model_copy(update={"run_id": command.keyed_run_id()})
+    started: list[RunResult] = []
+    try:
+        with _idempotency_errors_as_domain_errors():
+            result: RunResult = _idempotent_start()(command=command.fingerprint(), run=command, started=started)
+    except DependencyUnavailableError as error:
+        if not started or not isinstance(error.__cause__, IdempotencyPersistenceLayerError):
+            raise
+        # Hilos has been called: never answer "nothing started" now. The record holds the outcome.
+        logger.warning("the idempotency store did not keep a run's answer", extra={"run_id": str(command.run_id)})
+        return started[0]
+    if result.run.awaits_reconcile:
+        current = execution_store().get(result.run.run_id)
+        if current is not None and current.updated_at > result.run.updated_at:
+            return RunResult(run=current)
+    return result
 
 
 def submit_bulk(command: "BulkCommand") -> "BulkAccepted":
@@ -256,6 +298,7 @@ def reset() -> None:
         _idempotent_bulk_submit,
         events_client,
         completion_publisher,
+        reconciler,
         status_sync,
     ):
         factory.cache_clear()

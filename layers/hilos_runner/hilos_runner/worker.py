@@ -44,7 +44,7 @@ from hilos_runner.messages import QueuedRun
 from hilos_runner.models import Contact
 from hilos_runner.observability import log_keys, logger, metrics
 from hilos_runner.queue import QueueSender
-from hilos_runner.runs import RunCommand, RunResult, status_after
+from hilos_runner.runs import RunCommand, RunResult, status_after, worth_retrying
 from hilos_runner.settings import Deadline, Settings, has_time_for
 
 # Run ids of queued runs are derived from the SQS message id, so every delivery of a message finds
@@ -156,7 +156,7 @@ class QueuedRunWorker:
                 result: RunResult = self._start(command)
                 status = result.run.status
             except HilosRunnerError as error:
-                if _retried(error):
+                if worth_retrying(error):
                     self._note_retry(part.run_id, error, attempt)
                     raise RecordRetry(error.message, self._delay_seconds(error, attempt)) from error
                 if isinstance(error, IdempotencyKeyReusedError):
@@ -251,10 +251,6 @@ class QueuedRunWorker:
             "message rejected", extra={"message_id": record.message_id, "run_id": str(run_id), "reason": problems}
         )
         return {"message_id": record.message_id, "runs": [{"run_id": str(run_id), "status": RunStatus.REJECTED}]}
-
-
-def _retried(error: HilosRunnerError) -> bool:
-    return error.retryable or isinstance(error, HilosAuthError | ConfigurationError)
 
 
 def _salvage(body: str) -> tuple[UUID, int]:

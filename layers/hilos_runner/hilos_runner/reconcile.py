@@ -1,0 +1,335 @@
+"""Reconciliation: a run whose answer from Hilos was lost is looked up in Hilos' own records.
+
+A run may have reached Hilos without our learning its execution id: the answer never came (UNKNOWN: read
+timeout, reset, gateway timeout), or the process stopped between the call and the final write (SENDING past
+one call budget). Hilos knows what happened. ``Reconciler.lookup`` reads the flow's executions (List Flow
+Executions, newest first) created in the send window (from ``sent_at`` less the clock skew allowance to
+the grace period plus the allowance after it) with the run's number of contacts, and for each such
+candidate the phones of its contacts (List Flow Execution Contacts), compared by digest
+(hilos_runner.matching). Then:
+
+- **one match** -> the run started: SUBMITTED with that execution id; the status sync follows it from there
+  and its completion event goes out as for any run;
+- **no match, and the lookup was conclusive** (every page that could hold it was read, every candidate's
+  contacts were complete) once the grace period is over -> the run never started: it is sent again through
+  the same guarded path (``RunService.resend``: record first, then call), keeping its run id, up to
+  ``RECONCILE_MAX_RESENDS`` times; with resends off or used up it becomes FAILED, "not started";
+- **anything else** (several matches, a candidate whose contacts Hilos is still listing, Hilos unreadable or
+  throttling, more pages than ``RECONCILE_MAX_PAGES``) -> never resent: the run stays UNKNOWN with the
+  reason, is looked at again later, and counts in ``RunsUnresolved`` (alarmed) once it has been unresolved
+  for ``RECONCILE_ALARM_AFTER_SECONDS``.
+
+A run known not started whose resend surely did not reach Hilos either (503, 429, connection refused) waits
+QUEUED with resolution RESENT and is sent at the next pass without another lookup.
+
+Every write is conditional on the record being as it was read, so reconciliation, a late original writer
+and the status sync never undo each other. The status sync's scheduled pass runs it for the due records of
+the ``sync-pending`` index (no scan), within the pass's budget; ``GET /runs/{id}?refresh=true`` runs the
+lookup at once (a resend it decides on goes out at the next pass, within the API's time limit).
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from hilos_runner.errors import HilosRunnerError, HilosUnavailableError
+from hilos_runner.executions import ExecutionRecord, ExecutionStore, Resolution, RunStatus, utc_now
+from hilos_runner.hilos import HilosClient
+from hilos_runner.matching import hilos_contacts_digest
+from hilos_runner.models import FlowExecution, FlowExecutionContact, FlowRunRequest
+from hilos_runner.observability import logger, metrics
+from hilos_runner.runs import RunService
+from hilos_runner.settings import Deadline, Settings, has_time_for
+
+# Hilos' List Flow Execution Contacts page size we ask for (its spec sets no maximum; 100 is DRF's usual cap).
+CONTACTS_PAGE_SIZE = 100
+_MAX_REASON = 500
+
+
+class ReconcileOutcome(StrEnum):
+    FOUND = "found"  # Hilos had started it; the record holds its execution id now
+    RESENT = "resent"  # Hilos had not started it; sent again (or waiting to be, after a refused attempt)
+    NOT_STARTED = "not_started"  # Hilos had not started it; not resent: FAILED
+    AMBIGUOUS = "ambiguous"  # undecided; looked at again later
+    WAITING = "waiting"  # not in Hilos yet, but the grace period is not over
+    DEFERRED = "deferred"  # not looked up: no time left in this invocation, or Hilos throttled the pass
+    CHANGED_MEANWHILE = "changed_meanwhile"  # someone else wrote the record first; left to them
+
+
+class _Found(StrEnum):
+    ONE = "one"
+    NONE = "none"
+    UNDECIDED = "undecided"
+
+
+@dataclass
+class Lookup:
+    """What Hilos' lists say about one run."""
+
+    found: _Found
+    execution: FlowExecution | None = None
+    reason: str = ""
+    reads: int = 0
+    throttled: bool = False
+
+
+@dataclass
+class Reconciled:
+    record: ExecutionRecord
+    outcome: ReconcileOutcome
+    throttled: bool = False  # Hilos answered 429: the pass should start no more Hilos calls
+    lookup: Lookup | None = field(default=None, repr=False)
+
+
+class _OutOfTime(Exception):
+    """The invocation has no time left for another Hilos read."""
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, hilos: HilosClient, store: ExecutionStore, runs: RunService) -> None:
+        self._settings = settings
+        self._hilos = hilos
+        self._store = store
+        self._runs = runs
+
+    def reconcile(self, record: ExecutionRecord, deadline: Deadline | None, *, resend_now: bool = True) -> Reconciled:
+        """Resolve one run that awaits reconciliation. ``deadline``: no Hilos call starts that could not end
+        before it. ``resend_now=False`` (an API refresh): a run found not started is left QUEUED for the next
+        pass to send. Raises HilosRunnerError only when DynamoDB fails."""
+        if record.status is RunStatus.QUEUED:  # known not started; the last resend surely did not reach Hilos
+            return self._resend(record, deadline, {}, resend_now)
+        try:
+            lookup = self.lookup(record, deadline)
+        except _OutOfTime:
+            return Reconciled(record, ReconcileOutcome.DEFERRED)
+        now = utc_now()
+        looked = {"reconciled_at": now, "reconcile_attempts": record.reconcile_attempts + 1}
+        if lookup.found is _Found.ONE:
+            assert lookup.execution is not None
+            return self._write(record, ReconcileOutcome.FOUND, lookup, self._found(lookup.execution, now) | looked)
+        if lookup.found is _Found.NONE:
+            if now < self._conclusive_at(record):
+                later = {"next_sync_at": self._conclusive_at(record), "updated_at": now}
+                return self._write(record, ReconcileOutcome.WAITING, lookup, later | looked)
+            return self._not_started(record, deadline, looked, resend_now, lookup)
+        return self._undecided(record, lookup, looked, now)
+
+    def lookup(self, record: ExecutionRecord, deadline: Deadline | None) -> Lookup:
+        """Find ``record``'s run among Hilos' executions. Raises _OutOfTime before a read the deadline forbids."""
+        lookup = Lookup(found=_Found.UNDECIDED)
+        try:
+            candidates = self._candidates(record, deadline, lookup)
+            if candidates is None:
+                return lookup
+            matches, incomplete = [], []
+            for candidate in candidates:
+                verdict = self._contacts_match(record, candidate, deadline, lookup)
+                if verdict is None:
+                    incomplete.append(candidate)
+                elif verdict:
+                    matches.append(candidate)
+        except HilosRunnerError as error:
+            lookup.reason = f"Hilos could not be read: {error.message}"
+            lookup.throttled = isinstance(error, HilosUnavailableError) and error.status == 429
+            return lookup
+        finally:
+            metrics.add_metric(name="HilosLookupReads", unit=MetricUnit.Count, value=lookup.reads)
+        if len(matches) > 1:
+            lookup.reason = f"{len(matches)} executions in Hilos match this run: " + ", ".join(
+                str(match.id) for match in matches
+            )
+        elif incomplete:
+            lookup.reason = f"Hilos has not listed every contact of execution {incomplete[0].id} yet"
+        elif matches:
+            lookup.found, lookup.execution = _Found.ONE, matches[0]
+        else:
+            lookup.found = _Found.NONE
+        return lookup
+
+    # -- reading Hilos ---------------------------------------------------------------------------
+    def _candidates(
+        self, record: ExecutionRecord, deadline: Deadline | None, lookup: Lookup
+    ) -> list[FlowExecution] | None:
+        """The flow's executions created in the run's send window with its number of contacts; None (with the
+        reason in ``lookup``) when the listing could not be read to the end of the window."""
+        sent_at = _sent_at(record)
+        skew = timedelta(seconds=self._settings.reconcile_clock_skew_seconds)
+        earliest = sent_at - skew
+        latest = self._conclusive_at(record) + skew
+        candidates: list[FlowExecution] = []
+        newest_first, oldest_seen = True, None
+        for page in range(1, self._settings.reconcile_max_pages + 1):
+            self._before_read(deadline)
+            listed = self._hilos.list_flow_executions(record.flow_id, page)
+            lookup.reads += 1
+            for execution in listed.results:
+                created = _created_on(execution)
+                if created is not None:
+                    # Hilos lists newest first; an item out of that order turns off the early stop below.
+                    newest_first = newest_first and (oldest_seen is None or created <= oldest_seen)
+                    oldest_seen = created if oldest_seen is None else min(oldest_seen, created)
+                in_window = created is None or earliest <= created <= latest
+                if in_window and execution.num_contacts == record.num_contacts:
+                    candidates.append(execution)
+            if listed.next is None or (newest_first and oldest_seen is not None and oldest_seen < earliest):
+                return candidates
+        lookup.reason = (
+            f"the flow's executions since the send take more than {self._settings.reconcile_max_pages} pages"
+        )
+        return None
+
+    def _contacts_match(
+        self, record: ExecutionRecord, execution: FlowExecution, deadline: Deadline | None, lookup: Lookup
+    ) -> bool | None:
+        """Whether ``execution``'s contacts are the run's; None when Hilos has not listed them all (yet)."""
+        if execution.id is None:
+            return None
+        contacts: list[FlowExecutionContact] = []
+        page = 1
+        while True:
+            self._before_read(deadline)
+            listed = self._hilos.list_execution_contacts(execution.id, page, CONTACTS_PAGE_SIZE)
+            lookup.reads += 1
+            contacts += listed.results
+            if listed.next is None or len(contacts) > record.num_contacts:
+                break
+            page += 1
+        if len(contacts) < record.num_contacts:
+            return None
+        if len(contacts) > record.num_contacts:
+            return False
+        return hilos_contacts_digest(contacts, record.contact_ids or []) == record.contacts_digest
+
+    def _before_read(self, deadline: Deadline | None) -> None:
+        if deadline is not None and not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):
+            raise _OutOfTime
+
+    # -- deciding ---------------------------------------------------------------------------------
+    def _found(self, execution: FlowExecution, now: datetime) -> dict[str, object]:
+        metrics.add_metric(name="RunsReconciledFound", unit=MetricUnit.Count, value=1)
+        return {
+            "status": RunStatus.SUBMITTED,
+            "hilos_execution_id": execution.id,
+            "hilos_status": execution.status,
+            "resolution": Resolution.FOUND,
+            "last_error": None,
+            "sync_error": None,
+            "next_sync_at": now,  # the status sync reads its progress at the next pass
+            "updated_at": now,
+        }
+
+    def _not_started(
+        self,
+        record: ExecutionRecord,
+        deadline: Deadline | None,
+        looked: dict[str, object],
+        resend_now: bool,
+        lookup: Lookup,
+    ) -> Reconciled:
+        limit = self._settings.reconcile_max_resends
+        if record.resends >= limit:
+            why = "resending is off" if limit == 0 else f"already resent {record.resends} time(s)"
+            metrics.add_metric(name="RunsNotStarted", unit=MetricUnit.Count, value=1)
+            failed = {
+                "status": RunStatus.FAILED,
+                "resolution": Resolution.NOT_STARTED,
+                "last_error": f"Hilos shows this run never started; not sent again ({why})",
+                "sync_error": None,
+                "updated_at": utc_now(),
+            }
+            return self._write(record, ReconcileOutcome.NOT_STARTED, lookup, failed | looked)
+        return self._resend(record, deadline, looked, resend_now, lookup)
+
+    def _resend(
+        self,
+        record: ExecutionRecord,
+        deadline: Deadline | None,
+        looked: dict[str, object],
+        resend_now: bool,
+        lookup: Lookup | None = None,
+    ) -> Reconciled:
+        now = utc_now()
+        if not resend_now or (
+            deadline is not None and not has_time_for(deadline, self._settings.hilos_call_budget_seconds)
+        ):
+            if record.status is RunStatus.QUEUED:
+                return Reconciled(record, ReconcileOutcome.DEFERRED)
+            waiting = {
+                "status": RunStatus.QUEUED,
+                "resolution": Resolution.RESENT,
+                "next_sync_at": now,
+                "updated_at": now,
+            }
+            return self._write(record, ReconcileOutcome.RESENT, lookup, waiting | looked)
+        body = self._store.request_body(record.run_id)
+        if body is None:
+            gone = {
+                "status": RunStatus.FAILED,
+                "resolution": Resolution.NOT_STARTED,
+                "last_error": "Hilos shows this run never started; its request is no longer kept, so it was not "
+                "sent again",
+                "updated_at": now,
+            }
+            metrics.add_metric(name="RunsNotStarted", unit=MetricUnit.Count, value=1)
+            return self._write(record, ReconcileOutcome.NOT_STARTED, lookup, gone | looked)
+        logger.info("run not started in Hilos; sending it again", extra={"run_id": str(record.run_id)})
+        try:
+            result = self._runs.resend(record, FlowRunRequest.model_validate_json(body), **looked)
+        except HilosRunnerError as error:  # recorded by the run service (REJECTED or FAILED)
+            current = self._store.get(record.run_id) or record
+            logger.info("resent run not started", extra={"run_id": str(record.run_id), "reason": error.message})
+            return Reconciled(current, ReconcileOutcome.RESENT, lookup=lookup)
+        if result is None:
+            return Reconciled(record, ReconcileOutcome.CHANGED_MEANWHILE, lookup=lookup)
+        return Reconciled(result.run, ReconcileOutcome.RESENT, lookup=lookup)
+
+    def _undecided(
+        self, record: ExecutionRecord, lookup: Lookup, looked: dict[str, object], now: datetime
+    ) -> Reconciled:
+        unresolved_for = (now - _sent_at(record)).total_seconds()
+        if unresolved_for >= self._settings.reconcile_alarm_after_seconds:
+            metrics.add_metric(name="RunsUnresolved", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "run still unresolved",
+            extra={"run_id": str(record.run_id), "reason": lookup.reason, "seconds": unresolved_for},
+        )
+        status = RunStatus.UNKNOWN  # a stale SENDING is no longer being worked on: its outcome is unknown
+        note = {
+            "status": status,
+            "resolution": Resolution.AMBIGUOUS,
+            "sync_error": lookup.reason[:_MAX_REASON],
+            "next_sync_at": now + self._settings.revisit_after(unresolved_for),
+            "updated_at": now,
+        }
+        return self._write(record, ReconcileOutcome.AMBIGUOUS, lookup, note | looked)
+
+    def _write(
+        self, record: ExecutionRecord, outcome: ReconcileOutcome, lookup: Lookup | None, changes: dict[str, object]
+    ) -> Reconciled:
+        changed = record.model_copy(update=changes)
+        throttled = lookup.throttled if lookup else False
+        if not self._store.replace_if_unchanged(changed, record):
+            return Reconciled(record, ReconcileOutcome.CHANGED_MEANWHILE, throttled, lookup)
+        logger.info("run reconciled", extra={"run_id": str(record.run_id), "outcome": outcome.value})
+        return Reconciled(changed, outcome, throttled, lookup)
+
+    def _conclusive_at(self, record: ExecutionRecord) -> datetime:
+        """From then on, a run that Hilos does not list never started: no request can still be in flight."""
+        grace = max(self._settings.reconcile_grace_seconds, self._settings.hilos_call_budget_seconds)
+        return _sent_at(record) + timedelta(seconds=grace)
+
+
+def _sent_at(record: ExecutionRecord) -> datetime:
+    return record.sent_at or record.created_at
+
+
+def _created_on(execution: FlowExecution) -> datetime | None:
+    if not execution.created_on:
+        return None
+    try:
+        created = datetime.fromisoformat(execution.created_on)
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else None
