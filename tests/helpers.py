@@ -179,3 +179,22 @@ def execution_record(**fields: Any) -> Any:
         **fields,
     }
     return ExecutionRecord.model_validate(values)
+
+
+def sync_pass(aws: Any, monkeypatch: Any, **settings: str) -> dict[str, Any]:
+    """One scheduled invocation of status_sync, in its own environment from template.yaml (plus ``settings``,
+    e.g. RECONCILE_GRACE_SECONDS="0"); returns its report."""
+    import status_sync
+    from hilos_runner import wiring
+    from local.events import LocalLambdaContext, rule_arn, scheduled_event
+
+    with monkeypatch.context() as env:
+        use_function_environment(aws, "StatusSyncFunction", env.setenv)
+        # Due again at once (a run is looked at after a tenth of its age): each pass sees every run.
+        env.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")
+        for name, value in settings.items():
+            env.setenv(name, value)
+        context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
+        report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
+    wiring.reset()
+    return report

@@ -24,7 +24,7 @@ from tests.helpers import (
     drain,
     hilos_execution,
     run_body,
-    use_function_environment,
+    sync_pass,
 )
 
 SCHEMA_PATH = "schemas/run-finished-event.schema.json"
@@ -93,22 +93,6 @@ def finished_events(aws: Any) -> Iterator[Any]:
         return received
 
     return receive
-
-
-def sync_pass(aws: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """One scheduled invocation of status_sync, in its own environment from template.yaml."""
-    import status_sync
-    from hilos_runner import wiring
-    from local.events import LocalLambdaContext, rule_arn, scheduled_event
-
-    with monkeypatch.context() as env:
-        use_function_environment(aws, "StatusSyncFunction", env.setenv)
-        # Due again at once (a run is looked at after a tenth of its age): each pass sees every run.
-        env.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")
-        context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
-        report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
-    wiring.reset()
-    return report
 
 
 def get_run(run_id: str, **query: str) -> dict[str, Any]:

@@ -1,0 +1,164 @@
+"""An in-process Hilos for the `requests` session (``responses``), as far as reconciliation sees it: it creates
+executions, answers status reads and both of Hilos' lists (newest first, DRF pagination), and can lose the
+answer to a run call after or before creating the execution, or fail list reads.
+
+The local stack's sandbox (local/sandbox.py) is the same Hilos over real sockets; this one lets a test decide
+each call's fate and runs inside the handlers' process.
+"""
+
+import json
+import re
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+import responses
+
+from tests.helpers import FLOW_ID, hilos_execution
+
+_RUN = re.compile(r".*/flow/(?P<flow>[0-9a-f-]{36})/run$")
+_EXECUTION = re.compile(r".*/flow-execution/(?P<id>[0-9a-f-]{36})$")
+_EXECUTIONS = re.compile(r".*/flow-execution(\?.*)?$")
+_CONTACTS = re.compile(r".*/flow-execution-contact(\?.*)?$")
+
+
+class RunCallLost(BaseException):
+    """Raised by the fake in place of an answer to simulate the process being killed mid-call."""
+
+
+class FakeHilos:
+    def __init__(self, mock: responses.RequestsMock, *, page_size: int = 10) -> None:
+        self.page_size = page_size
+        self.executions: list[dict[str, Any]] = []  # in creation order
+        self.contacts: dict[str, list[dict[str, Any]]] = {}
+        self.run_calls = 0
+        # The fate of the next run calls, first in first out: "after" (created, then the answer is lost),
+        # "before" (the answer is lost, nothing created), "killed" (the caller dies before Hilos sees it).
+        self.lose_next: list[str] = []
+        self.list_failures: list[tuple[int, dict[str, str]]] = []  # next list reads answered with these
+        self.list_reads: Counter[str] = Counter()
+        mock.add_callback(responses.POST, _RUN, callback=self._run)
+        mock.add_callback(responses.GET, _EXECUTION, callback=self._read)
+        mock.add_callback(responses.GET, _CONTACTS, callback=self._list_contacts)
+        mock.add_callback(responses.GET, _EXECUTIONS, callback=self._list_executions)
+
+    # -- what tests look at and arrange -----------------------------------------------------------------
+    @property
+    def created(self) -> list[dict[str, Any]]:
+        """Executions created by run calls (not those added by ``add_execution``)."""
+        return [execution for execution in self.executions if execution["_by_run_call"]]
+
+    def add_execution(
+        self,
+        phones: list[str],
+        *,
+        flow_id: str = FLOW_ID,
+        created_on: datetime | None = None,
+        listed: int | None = None,
+    ) -> str:
+        """An execution someone else started (or Hilos made): ``listed`` contacts listed so far (all by default)."""
+        execution = self._create(flow_id, [{"phone": phone} for phone in phones], by_run_call=False, when=created_on)
+        if listed is not None:
+            self.contacts[execution["id"]] = self.contacts[execution["id"]][:listed]
+        return str(execution["id"])
+
+    # -- Hilos ----------------------------------------------------------------------------------------
+    def _create(
+        self, flow_id: str, contacts: list[dict[str, Any]], *, by_run_call: bool, when: datetime | None = None
+    ) -> dict[str, Any]:
+        execution = hilos_execution(
+            id=str(uuid.uuid4()),
+            num_contacts=len(contacts),
+            created_on=(when or datetime.now(UTC)).isoformat(),
+            flow=flow_id,
+            _by_run_call=by_run_call,
+        )
+        self.executions.append(execution)
+        self.contacts[execution["id"]] = [
+            {
+                "id": str(uuid.uuid4()),
+                "contact": {
+                    "id": str(contact.get("id") or uuid.uuid4()),
+                    "phone": contact.get("phone") or "+15550000000",
+                    "canonical_phone": "+" + re.sub(r"\D", "", contact.get("phone") or "15550000000"),
+                },
+                "status": "READY",
+                "reason": None,
+                "flow_name": "Fake flow",
+                "is_chatbot_execution": False,
+            }
+            for contact in contacts
+        ]
+        return execution
+
+    def _run(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.run_calls += 1
+        fate = self.lose_next.pop(0) if self.lose_next else None
+        if fate == "killed":
+            raise RunCallLost
+        if fate == "before":
+            raise requests.ReadTimeout("read timed out")
+        match = _RUN.match(request.url)
+        assert match is not None
+        execution = self._create(match["flow"], json.loads(request.body)["contact_list"], by_run_call=True)
+        if fate == "after":
+            raise requests.ReadTimeout("read timed out")
+        return 201, {}, json.dumps(_public(execution))
+
+    def _read(self, request: Any) -> tuple[int, dict[str, str], str]:
+        match = _EXECUTION.match(request.url)
+        assert match is not None
+        found = [e for e in self.executions if e["id"] == match["id"]]
+        return (200, {}, json.dumps(_public(found[0]))) if found else (404, {}, json.dumps({"detail": "Not found."}))
+
+    def _list_executions(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.list_reads["executions"] += 1
+        if self.list_failures:
+            status, headers = self.list_failures.pop(0)
+            return status, headers, json.dumps({"detail": "fault"})
+        query = parse_qs(urlsplit(request.url).query)
+        flow = query.get("flow", [None])[0]
+        newest_first = sorted(
+            (e for e in self.executions if flow is None or e["flow"] == flow),
+            key=lambda e: e["created_on"],
+            reverse=True,
+        )
+        return self._page(request, newest_first, self.page_size, public=True)
+
+    def _list_contacts(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.list_reads["contacts"] += 1
+        if self.list_failures:
+            status, headers = self.list_failures.pop(0)
+            return status, headers, json.dumps({"detail": "fault"})
+        query = parse_qs(urlsplit(request.url).query)
+        execution_id = query["flow_execution"][0]
+        size = int(query.get("page_size", [self.page_size])[0])
+        return self._page(request, self.contacts.get(execution_id, []), size, public=False)
+
+    @staticmethod
+    def _page(request: Any, items: list[dict[str, Any]], size: int, *, public: bool) -> tuple[int, dict[str, str], str]:
+        query = parse_qs(urlsplit(request.url).query)
+        page = int(query.get("page", ["1"])[0])
+        start = (page - 1) * size
+        if page < 1 or (start >= len(items) and page != 1):
+            return 404, {}, json.dumps({"detail": "Invalid page."})
+        chunk = items[start : start + size]
+        more = start + size < len(items)
+        body = {
+            "count": len(items),
+            "next": f"https://api.hilos.io/api/next?page={page + 1}" if more else None,
+            "previous": None,
+            "results": [_public(item) for item in chunk] if public else chunk,
+        }
+        return 200, {}, json.dumps(body)
+
+
+def _public(execution: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in execution.items() if not name.startswith("_")}
+
+
+def minutes_ago(minutes: float) -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=minutes)
