@@ -39,9 +39,9 @@ def record_of(run_id: str | uuid.UUID) -> dict[str, Any] | None:
 
 def message_run_id(message_id: str, part: int | None = None) -> uuid.UUID:
     """The record id the worker gives a queued message (or part of a split one)."""
-    from hilos_runner.worker import _MESSAGE_RUN_NAMESPACE
+    from hilos_runner.worker import message_run_id
 
-    return uuid.uuid5(_MESSAGE_RUN_NAMESPACE, message_id if part is None else f"{message_id}#{part}")
+    return message_run_id(message_id, part)
 
 
 def created(request: Any) -> Reply:

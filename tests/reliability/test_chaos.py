@@ -1,5 +1,6 @@
-"""The fault run in small (100 queued runs; `make chaos` does 1,000): under a 30 % mix of Hilos faults no
-run is lost and none is started twice, and every outcome lands where the design says."""
+"""The fault run in small (100 queued runs and 10 API runs; `make chaos` does 1,000 and 100): under a 30 % mix
+of Hilos faults, both sides of ambiguity included, no run is lost, none is started twice, reconciliation leaves
+none unknown, every run Hilos started holds its execution id, and every outcome lands where the design says."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
-from tests.reliability.chaos import FAULT_KINDS, STACK_ARGS, STARTED_STATUSES, ChaosPlan, ChaosReport, run_chaos
+from tests.reliability.chaos import (
+    FAULT_KINDS,
+    STACK_ARGS,
+    STACK_ENV,
+    STARTED_STATUSES,
+    ChaosPlan,
+    ChaosReport,
+    run_chaos,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +26,7 @@ RUNS = 100
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     # Its own stack: the fault rate is global to the sandbox, other tests' flows must not share it.
-    stack = start_stack(Path(tmp_path_factory.mktemp("chaos-stack")), *STACK_ARGS)
+    stack = start_stack(Path(tmp_path_factory.mktemp("chaos-stack")), *STACK_ARGS, env=STACK_ENV)
     try:
         yield stack
     finally:
@@ -26,16 +35,17 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
 
 @pytest.fixture(scope="module")
 def report(chaos_stack: RunningStack) -> ChaosReport:
-    result = run_chaos(chaos_stack, ChaosPlan(runs=RUNS, deadline_seconds=150))
+    result = run_chaos(chaos_stack, ChaosPlan(runs=RUNS, api_runs=RUNS // 10, deadline_seconds=300))
     print(result.figures())
     return result
 
 
-def test_no_run_is_lost_and_none_is_started_twice(report: ChaosReport):
+def test_no_run_is_lost_started_twice_or_left_unknown(report: ChaosReport):
     assert report.queue_left == 0, report.figures()
     assert report.lost == [], report.figures()
     assert report.duplicates == [], report.figures()
-    assert report.holds()
+    assert report.unknown == [], report.figures()
+    assert report.holds(), report.figures()
 
 
 def test_every_fault_kind_was_injected_at_about_the_planned_rate(report: ChaosReport):
@@ -45,7 +55,7 @@ def test_every_fault_kind_was_injected_at_about_the_planned_rate(report: ChaosRe
 
 
 def test_every_run_ends_where_the_design_says(report: ChaosReport):
-    assert len(report.runs) == RUNS
+    assert len(report.runs) == RUNS + RUNS // 10
     for run in report.runs:
         if run.kind in ("refused", "invalid"):
             assert run.status == "REJECTED", run
@@ -54,17 +64,21 @@ def test_every_run_ends_where_the_design_says(report: ChaosReport):
             assert run.dead_lettered, run
             assert run.status == "FAILED", run
             assert "HTTP 503" in (run.last_error or ""), run
+        elif run.status == "FAILED":  # known never started in Hilos, its one resend lost before Hilos too
+            assert (run.record or {}).get("resolution") == "NOT_STARTED" or run.dead_lettered, run
         else:
-            assert run.status in STARTED_STATUSES | {"UNKNOWN"} or (run.dead_lettered and run.status == "FAILED"), run
+            assert run.status in STARTED_STATUSES, run
 
 
-def test_only_answers_lost_after_the_run_was_created_are_unknown(report: ChaosReport):
-    faults = report.sandbox["faults"]
-    unknown = report.by_status["UNKNOWN"]
-    # A slow answer or a reset comes after Hilos created the run: recorded UNKNOWN, never resent.
-    assert unknown == faults.get("slow", 0) + faults.get("reset", 0)
-    # Every run Hilos created is one we recorded as started (or as possibly started): none unaccounted.
-    assert report.sandbox["runs_created"] == report.started + unknown
+def test_every_run_hilos_started_holds_its_execution_id_and_was_announced_once(report: ChaosReport):
+    # Each started run has one execution in Hilos, and its record holds that execution's id.
+    assert report.sandbox["runs_created"] == report.started, report.figures()
+    assert report.started_without_id == [], report.figures()
+    assert report.announced_wrongly == [], report.figures()
+    # Both sides of ambiguity happened and were resolved: found in Hilos, and resent.
+    resolutions = report.resolutions()
+    assert resolutions["FOUND"] > 0, report.figures()
+    assert resolutions["RESENT"] > 0, report.figures()
 
 
 def test_dead_letters_keep_the_producers_message_and_a_reason(report: ChaosReport):

@@ -80,9 +80,9 @@ def record_of(run_id: uuid.UUID) -> Any:
 
 
 def run_id_of(record: dict[str, Any]) -> uuid.UUID:
-    from hilos_runner.worker import _MESSAGE_RUN_NAMESPACE
+    from hilos_runner.worker import message_run_id
 
-    return uuid.uuid5(_MESSAGE_RUN_NAMESPACE, record["messageId"])
+    return message_run_id(record["messageId"])
 
 
 def redelivered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

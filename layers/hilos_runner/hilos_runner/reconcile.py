@@ -28,9 +28,13 @@ the ``sync-pending`` index (no scan), within the pass's budget; ``GET /runs/{id}
 lookup at once (a resend it decides on goes out at the next pass, within the API's time limit).
 """
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from uuid import UUID, uuid4
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -71,8 +75,122 @@ class Lookup:
     found: _Found
     execution: FlowExecution | None = None
     reason: str = ""
-    reads: int = 0
+    reads: int = 0  # Hilos reads this lookup made (pages another run of the pass had read are not counted)
     throttled: bool = False
+    listed_at: datetime | None = None  # when the first page of the flow's listing was read
+
+
+class HilosView:
+    """What one pass reads of Hilos' lists, shared by the runs it reconciles (threads): each flow's executions
+    are read once, newest first, only as far back as some run of the pass needs. Executions only ever join
+    the head of the list, so a page read later shows no fewer of the older ones (repeats are dropped by id)."""
+
+    def __init__(self, hilos: HilosClient, max_pages: int, before_read: Callable[[Deadline | None], None]) -> None:
+        self._hilos = hilos
+        self._max_pages = max_pages
+        self._before_read = before_read
+        self._flows: dict[UUID, _FlowListing] = {}
+        self._lock = threading.Lock()
+
+    def executions_since(
+        self, flow_id: UUID, earliest: datetime, deadline: Deadline | None, lookup: Lookup
+    ) -> tuple[list[FlowExecution], datetime] | None:
+        """The flow's executions down to ``earliest`` at least (all if Hilos does not list newest first), and when
+        the first page was read; None when that takes more than the page limit."""
+        with self._lock:
+            listing = self._flows.setdefault(flow_id, _FlowListing())
+        with listing.lock:
+            while not listing.reaches(earliest):
+                if listing.pages >= self._max_pages:
+                    return None
+                self._before_read(deadline)
+                read_at = utc_now()
+                page = self._hilos.list_flow_executions(flow_id, listing.pages + 1)
+                lookup.reads += 1
+                listing.add(page.results, last=page.next is None, read_at=read_at)
+            assert listing.first_read_at is not None
+            return list(listing.executions.values()), listing.first_read_at
+
+    def contacts_digest(
+        self,
+        execution: FlowExecution,
+        num_contacts: int,
+        contact_ids: list[str],
+        deadline: Deadline | None,
+        lookup: Lookup,
+    ) -> str | None:
+        """The digest of ``execution``'s contacts as a run with ``contact_ids`` counts them; None while Hilos lists
+        fewer contacts than the execution has. Complete digests are kept for the process: they never change."""
+        if execution.id is None:
+            return None
+        if not contact_ids and (known := _complete_digests.get(execution.id)) is not None:
+            return known
+        contacts: list[FlowExecutionContact] = []
+        for page in range(1, num_contacts // CONTACTS_PAGE_SIZE + 2):
+            self._before_read(deadline)
+            listed = self._hilos.list_execution_contacts(execution.id, page, CONTACTS_PAGE_SIZE)
+            lookup.reads += 1
+            contacts += listed.results
+            if listed.next is None:
+                break
+        if len(contacts) < (execution.num_contacts or num_contacts):
+            return None
+        digest = hilos_contacts_digest(contacts, contact_ids)
+        if not contact_ids:
+            _complete_digests.put(execution.id, digest)
+        return digest
+
+
+class _FlowListing:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executions: dict[UUID | None, FlowExecution] = {}
+        self.pages = 0
+        self.complete = False
+        self.newest_first = True
+        self.oldest: datetime | None = None
+        self.first_read_at: datetime | None = None
+
+    def add(self, executions: list[FlowExecution], *, last: bool, read_at: datetime) -> None:
+        self.pages += 1
+        self.complete = last
+        self.first_read_at = self.first_read_at or read_at
+        for execution in executions:
+            created = _created_on(execution)
+            if created is not None:
+                # Hilos lists newest first; one item out of that order turns off the early stop.
+                self.newest_first = self.newest_first and (self.oldest is None or created <= self.oldest)
+                self.oldest = created if self.oldest is None else min(self.oldest, created)
+            self.executions[execution.id or uuid4()] = execution
+
+    def reaches(self, earliest: datetime) -> bool:
+        return self.complete or (self.newest_first and self.oldest is not None and self.oldest < earliest)
+
+
+class _DigestCache:
+    """Digests of executions whose contacts Hilos listed in full, most recently used kept (bounded)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._digests: OrderedDict[UUID, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, execution_id: UUID) -> str | None:
+        with self._lock:
+            digest = self._digests.get(execution_id)
+            if digest is not None:
+                self._digests.move_to_end(execution_id)
+            return digest
+
+    def put(self, execution_id: UUID, digest: str) -> None:
+        with self._lock:
+            self._digests[execution_id] = digest
+            if len(self._digests) > self._size:
+                self._digests.popitem(last=False)
+
+
+# ~100 bytes an entry: 10,000 executions' digests cost about a megabyte of a warm function's memory.
+_complete_digests = _DigestCache(10_000)
 
 
 @dataclass
@@ -94,14 +212,22 @@ class Reconciler:
         self._store = store
         self._runs = runs
 
-    def reconcile(self, record: ExecutionRecord, deadline: Deadline | None, *, resend_now: bool = True) -> Reconciled:
+    def reconcile(
+        self,
+        record: ExecutionRecord,
+        deadline: Deadline | None,
+        *,
+        resend_now: bool = True,
+        view: "HilosView | None" = None,
+    ) -> Reconciled:
         """Resolve one run that awaits reconciliation. ``deadline``: no Hilos call starts that could not end
         before it. ``resend_now=False`` (an API refresh): a run found not started is left QUEUED for the next
-        pass to send. Raises HilosRunnerError only when DynamoDB fails."""
+        pass to send. ``view``: what this pass has read of Hilos' lists already (shared by its runs).
+        Raises HilosRunnerError only when DynamoDB fails."""
         if record.status is RunStatus.QUEUED:  # known not started; the last resend surely did not reach Hilos
             return self._resend(record, deadline, {}, resend_now)
         try:
-            lookup = self.lookup(record, deadline)
+            lookup = self.lookup(record, deadline, view or self.view())
         except _OutOfTime:
             return Reconciled(record, ReconcileOutcome.DEFERRED)
         now = utc_now()
@@ -110,25 +236,46 @@ class Reconciler:
             assert lookup.execution is not None
             return self._write(record, ReconcileOutcome.FOUND, lookup, self._found(lookup.execution, now) | looked)
         if lookup.found is _Found.NONE:
-            if now < self._conclusive_at(record):
-                later = {"next_sync_at": self._conclusive_at(record), "updated_at": now}
+            # Conclusive only if the listing was read after every request of this run must have ended: an
+            # execution Hilos created before the first page was read is on one of the pages.
+            if lookup.listed_at is None or lookup.listed_at < self._conclusive_at(record):
+                later = {"next_sync_at": max(self._conclusive_at(record), now), "updated_at": now}
                 return self._write(record, ReconcileOutcome.WAITING, lookup, later | looked)
             return self._not_started(record, deadline, looked, resend_now, lookup)
         return self._undecided(record, lookup, looked, now)
 
-    def lookup(self, record: ExecutionRecord, deadline: Deadline | None) -> Lookup:
+    def view(self) -> "HilosView":
+        """A fresh view of Hilos' lists, for one pass (or one API refresh)."""
+        return HilosView(self._hilos, self._settings.reconcile_max_pages, self._before_read)
+
+    def lookup(self, record: ExecutionRecord, deadline: Deadline | None, view: "HilosView") -> Lookup:
         """Find ``record``'s run among Hilos' executions. Raises _OutOfTime before a read the deadline forbids."""
         lookup = Lookup(found=_Found.UNDECIDED)
         try:
-            candidates = self._candidates(record, deadline, lookup)
-            if candidates is None:
+            sent_at = _sent_at(record)
+            skew = timedelta(seconds=self._settings.reconcile_clock_skew_seconds)
+            earliest, latest = sent_at - skew, self._conclusive_at(record) + skew
+            listed = view.executions_since(record.flow_id, earliest, deadline, lookup)
+            if listed is None:
+                lookup.reason = (
+                    f"the flow's executions since the send take more than {self._settings.reconcile_max_pages} pages"
+                )
                 return lookup
+            executions, lookup.listed_at = listed
+            candidates = [
+                execution
+                for execution in executions
+                if execution.num_contacts == record.num_contacts
+                and ((created := _created_on(execution)) is None or earliest <= created <= latest)
+            ]
             matches, incomplete = [], []
             for candidate in candidates:
-                verdict = self._contacts_match(record, candidate, deadline, lookup)
-                if verdict is None:
+                digest = view.contacts_digest(
+                    candidate, record.num_contacts, record.contact_ids or [], deadline, lookup
+                )
+                if digest is None:
                     incomplete.append(candidate)
-                elif verdict:
+                elif digest == record.contacts_digest:
                     matches.append(candidate)
         except HilosRunnerError as error:
             lookup.reason = f"Hilos could not be read: {error.message}"
@@ -147,60 +294,6 @@ class Reconciler:
         else:
             lookup.found = _Found.NONE
         return lookup
-
-    # -- reading Hilos ---------------------------------------------------------------------------
-    def _candidates(
-        self, record: ExecutionRecord, deadline: Deadline | None, lookup: Lookup
-    ) -> list[FlowExecution] | None:
-        """The flow's executions created in the run's send window with its number of contacts; None (with the
-        reason in ``lookup``) when the listing could not be read to the end of the window."""
-        sent_at = _sent_at(record)
-        skew = timedelta(seconds=self._settings.reconcile_clock_skew_seconds)
-        earliest = sent_at - skew
-        latest = self._conclusive_at(record) + skew
-        candidates: list[FlowExecution] = []
-        newest_first, oldest_seen = True, None
-        for page in range(1, self._settings.reconcile_max_pages + 1):
-            self._before_read(deadline)
-            listed = self._hilos.list_flow_executions(record.flow_id, page)
-            lookup.reads += 1
-            for execution in listed.results:
-                created = _created_on(execution)
-                if created is not None:
-                    # Hilos lists newest first; an item out of that order turns off the early stop below.
-                    newest_first = newest_first and (oldest_seen is None or created <= oldest_seen)
-                    oldest_seen = created if oldest_seen is None else min(oldest_seen, created)
-                in_window = created is None or earliest <= created <= latest
-                if in_window and execution.num_contacts == record.num_contacts:
-                    candidates.append(execution)
-            if listed.next is None or (newest_first and oldest_seen is not None and oldest_seen < earliest):
-                return candidates
-        lookup.reason = (
-            f"the flow's executions since the send take more than {self._settings.reconcile_max_pages} pages"
-        )
-        return None
-
-    def _contacts_match(
-        self, record: ExecutionRecord, execution: FlowExecution, deadline: Deadline | None, lookup: Lookup
-    ) -> bool | None:
-        """Whether ``execution``'s contacts are the run's; None when Hilos has not listed them all (yet)."""
-        if execution.id is None:
-            return None
-        contacts: list[FlowExecutionContact] = []
-        page = 1
-        while True:
-            self._before_read(deadline)
-            listed = self._hilos.list_execution_contacts(execution.id, page, CONTACTS_PAGE_SIZE)
-            lookup.reads += 1
-            contacts += listed.results
-            if listed.next is None or len(contacts) > record.num_contacts:
-                break
-            page += 1
-        if len(contacts) < record.num_contacts:
-            return None
-        if len(contacts) > record.num_contacts:
-            return False
-        return hilos_contacts_digest(contacts, record.contact_ids or []) == record.contacts_digest
 
     def _before_read(self, deadline: Deadline | None) -> None:
         if deadline is not None and not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):

@@ -36,7 +36,7 @@ from hilos_runner.executions import (
 from hilos_runner.hilos import HilosClient
 from hilos_runner.models import FlowExecution
 from hilos_runner.observability import log_keys, logger, metrics
-from hilos_runner.reconcile import ReconcileOutcome, Reconciler
+from hilos_runner.reconcile import HilosView, ReconcileOutcome, Reconciler
 from hilos_runner.settings import Deadline, Settings, has_time_for
 
 _MAX_SYNC_ERROR = 500
@@ -104,10 +104,11 @@ class StatusSync:
         due = self._store.due_for_sync(utc_now(), limit=self._settings.status_sync_batch_limit)
         report = SyncReport(due=len(due))
         throttled = threading.Event()  # Hilos answered 429: this pass starts no more reads
+        view = self._reconciler.view()  # Hilos' lists as this pass reads them, shared by its reconciliations
         pending = iter(due)
         running: set[Future[SyncOutcome | ReconcileOutcome | None]] = set()
         for record in _take(pending, self._settings.worker_concurrency):
-            running.add(self._executor.submit(self._visit, record, throttled, deadline))
+            running.add(self._executor.submit(self._visit, record, throttled, deadline, view))
         while running:
             finished, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -119,7 +120,7 @@ class StatusSync:
             if throttled.is_set() or not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):
                 continue  # start no new reads; let the running ones end
             for record in _take(pending, len(finished)):
-                running.add(self._executor.submit(self._visit, record, throttled, deadline))
+                running.add(self._executor.submit(self._visit, record, throttled, deadline, view))
         report.not_reached = sum(1 for _ in pending)
         report.throttled = throttled.is_set()
         metrics.add_metric(name="StatusSyncBacklog", unit=MetricUnit.Count, value=report.not_reached)
@@ -127,14 +128,14 @@ class StatusSync:
         return report
 
     def _visit(
-        self, record: ExecutionRecord, throttled: threading.Event, deadline: Deadline
+        self, record: ExecutionRecord, throttled: threading.Event, deadline: Deadline, view: HilosView
     ) -> SyncOutcome | ReconcileOutcome | None:
         with log_keys(run_id=str(record.run_id)):
             try:
                 if record.awaits_reconcile:
                     if throttled.is_set():
                         return ReconcileOutcome.DEFERRED
-                    reconciled = self._reconciler.reconcile(record, deadline)
+                    reconciled = self._reconciler.reconcile(record, deadline, view=view)
                     if reconciled.throttled:
                         throttled.set()
                     return reconciled.outcome

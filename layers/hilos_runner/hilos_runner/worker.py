@@ -54,6 +54,12 @@ _NIL_FLOW_ID = UUID(int=0)
 _MAX_REJECTION_TEXT = 1000
 
 
+def message_run_id(message_id: str, part: int | None = None) -> UUID:
+    """The run id of a queued message (or of its ``part``-th Hilos call, when it is split): every delivery of
+    the message finds the records of the earlier ones, and so can a producer or an operator."""
+    return uuid5(_MESSAGE_RUN_NAMESPACE, message_id if part is None else f"{message_id}#{part}")
+
+
 class RecordRetry(Exception):
     """The record must be delivered again (after ``delay_seconds``); raised to fail it in the batch."""
 
@@ -173,9 +179,9 @@ class QueuedRunWorker:
             return [_Part(message.contact_list, message.run_id, key, message.bulk_id, message.chunk_index)]
         chunks = chunk_contacts(message.contact_list, self._settings.bulk_chunk_size)
         if len(chunks) == 1:
-            return [_Part(chunks[0], uuid5(_MESSAGE_RUN_NAMESPACE, message_id), key, None, None)]
+            return [_Part(chunks[0], message_run_id(message_id), key, None, None)]
         return [
-            _Part(contacts, uuid5(_MESSAGE_RUN_NAMESPACE, f"{message_id}#{index}"), f"{key}#{index}", None, index)
+            _Part(contacts, message_run_id(message_id, index), f"{key}#{index}", None, index)
             for index, contacts in enumerate(chunks)
         ]
 
@@ -234,7 +240,7 @@ class QueuedRunWorker:
             f"{detail['field'] or 'body'}: {detail['reason']}"
             for detail in validation_details(error.errors(include_url=False, include_input=False))
         )
-        run_id = uuid5(_MESSAGE_RUN_NAMESPACE, record.message_id)
+        run_id = message_run_id(record.message_id)
         rejected = ExecutionRecord(
             run_id=run_id,
             flow_id=flow_id,
