@@ -19,7 +19,7 @@ from hilos_runner.api_support import (
 from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkRunStatus
 from hilos_runner.contacts_input import media_type_of, parse_contacts, variables_from_json
 from hilos_runner.errors import NotFoundError
-from hilos_runner.executions import ExecutionRecord, RunPage, RunSource, RunStatus
+from hilos_runner.executions import ExecutionRecord, RunPage, RunSource
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunCommand, RunResult
@@ -57,10 +57,15 @@ def create_run(
 ):
     command = RunCommand(flow_id=flow_id, request=run, source=RunSource.API, idempotency_key=idempotency_key)
     result = start_run(command)
-    if result.run.status is RunStatus.UNKNOWN:
-        body = http.error_body("hilos_outcome_unknown", result.run.last_error or "", run_id=str(result.run.run_id))
-        return json_response(504, body)
-    return json_response(201, result.model_dump_json(), {"Location": f"/runs/{result.run.run_id}"})
+    record = result.run
+    if record.status.started:
+        return json_response(201, result.model_dump_json(), {"Location": f"/runs/{record.run_id}"})
+    if record.awaits_reconcile:  # sent, no answer yet: reconciliation settles it from Hilos' records
+        return json_response(
+            504, http.error_body("hilos_outcome_unknown", record.last_error or "", run_id=str(record.run_id))
+        )
+    # A repeated key whose run was settled as never started since its first answer.
+    return json_response(502, http.error_body("run_not_started", record.last_error or "", run_id=str(record.run_id)))
 
 
 @app.get(

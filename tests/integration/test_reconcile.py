@@ -49,10 +49,10 @@ def past_the_call_budget() -> None:
     time.sleep(CALL_BUDGET_SECONDS + 0.05)
 
 
-def lost_run(fake: FakeHilos, fate: str, **headers: str) -> str:
-    """Start a one-contact run through the API whose answer Hilos loses (``fate``); its run id."""
+def lost_run(fake: FakeHilos, fate: str, body: dict[str, Any] | None = None, **headers: str) -> str:
+    """Start a run through the API (one contact unless ``body``) whose answer Hilos loses (``fate``); its run id."""
     fake.lose_next.append(fate)
-    answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers=headers or None)
+    answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", body or run_body(), headers=headers or None)
     assert answer.status == 504, answer.body
     assert answer.body["code"] == "hilos_outcome_unknown"
     return str(answer.body["run_id"])
@@ -77,6 +77,29 @@ def test_a_run_whose_answer_was_lost_after_hilos_created_it_is_found_and_followe
     report = sync_pass(aws, monkeypatch)
     assert report["outcomes"] == {"updated": 1}
     assert report["reconciled"] == {}
+
+
+def test_a_repeated_key_answers_the_run_as_reconciliation_left_it(
+    aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
+):
+    other_phone = {"contact_list": [contact(phone="+5215587654321")]}
+    found = lost_run(hilos_lists, "after", **{"Idempotency-Key": "lost-after"})
+    not_started = lost_run(hilos_lists, "before", other_phone, **{"Idempotency-Key": "lost-before"})
+    hilos_lists.lose_next.append("before")  # its one resend is lost before Hilos too
+    past_the_call_budget()
+    sync_pass(aws, monkeypatch)
+    past_the_call_budget()
+    sync_pass(aws, monkeypatch)
+    assert (record(found).status, record(not_started).status) == ("SUBMITTED", "FAILED")
+
+    again = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "lost-after"})
+    assert again.status == 201
+    assert again.body["run"]["run_id"] == found
+    assert again.body["run"]["resolution"] == "FOUND"
+    again = call_run_api("POST", f"/flows/{FLOW_ID}/runs", other_phone, headers={"Idempotency-Key": "lost-before"})
+    assert again.status == 502
+    assert (again.body["code"], again.body["run_id"]) == ("run_not_started", not_started)
+    assert hilos_lists.run_calls == 3  # two first sends, one resend; the repeats called nothing
 
 
 def test_refresh_true_reconciles_an_ambiguous_run_at_once(aws: Any, hilos_lists: FakeHilos):

@@ -211,11 +211,11 @@ class RunService:
             if self._store.replace_if_unchanged(changed, record):
                 return changed
         except HilosRunnerError:
-            # The Hilos call is done and must not be repeated because bookkeeping failed; the record
-            # stays SENDING and reconciliation finds the run in Hilos later.
+            # The Hilos call is done and must not be repeated because bookkeeping failed; the caller gets
+            # the outcome as it is, the stored record stays SENDING and reconciliation catches it up later.
             logger.exception("execution record update failed", extra={"run_id": str(record.run_id)})
             metrics.add_metric(name="RecordUpdateFailures", unit=MetricUnit.Count, value=1)
-            return record
+            return changed
         # Reconciliation decided this run meanwhile (this writer was past its call budget): its word stands.
         logger.warning("execution record changed meanwhile; not overwritten", extra={"run_id": str(record.run_id)})
         return self._store.get(record.run_id) or record
