@@ -3,6 +3,7 @@ by TTL, are listed per flow newest first (chunks excluded), and cursors cannot b
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,15 @@ from botocore.stub import Stubber
 
 from hilos_runner import wiring
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
-from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, Resolution, RunSource, RunStatus
+from hilos_runner.executions import (
+    SYNC_SHARDS,
+    ExecutionCounters,
+    ExecutionRecord,
+    ExecutionStore,
+    Resolution,
+    RunSource,
+    RunStatus,
+)
 from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
 from tests.helpers import execution_record as record
 
@@ -308,6 +317,37 @@ def test_due_records_come_longest_overdue_first_up_to_the_limit_and_not_before_t
 
     assert [r.next_sync_at for r in store.due_for_sync(now, limit=10)] == sorted(due_times[:3])
     assert [r.next_sync_at for r in store.due_for_sync(now, limit=2)] == sorted(due_times[:3])[:2]
+
+
+def test_pending_records_spread_over_the_index_shards_and_come_back_merged_oldest_due_first(
+    store: ExecutionStore, table: str
+):
+    due_times = [CREATED_AT + timedelta(seconds=offset) for offset in range(40)]
+    records = [
+        record(hilos_execution_id=HILOS_EXECUTION_ID, next_sync_at=due, created_at=CREATED_AT) for due in due_times
+    ]
+    store.put_many(records)
+
+    shards = {raw_item(table, r.run_id)["sync_pending"]["S"] for r in records}
+    assert shards == {f"PENDING#{shard}" for shard in range(SYNC_SHARDS)}  # 40 random ids: every shard used
+    assert [r.next_sync_at for r in store.due_for_sync(CREATED_AT + timedelta(hours=1), limit=25)] == due_times[:25]
+
+
+def test_the_body_sent_to_hilos_is_kept_whole_beside_the_record_and_not_listed(store: ExecutionStore, table: str):
+    sending = record(status=RunStatus.SENDING, created_at=CREATED_AT, next_sync_at=CREATED_AT)
+    body = json.dumps(
+        {"contact_list": [{"phone": f"+52155{n:08d}", "meta": {"k": os.urandom(400).hex()}} for n in range(900)]}
+    )
+    assert len(body) > 700_000  # incompressible hex: kept over several items under DynamoDB's 400 KB limit
+
+    store.put_with_request(sending, body.encode(), timedelta(hours=1))
+
+    assert store.request_body(sending.run_id) == body.encode()
+    assert store.get(sending.run_id) == sending
+    assert store.request_body(uuid4()) is None
+    assert [r.run_id for r in store.due_for_sync(CREATED_AT, limit=10)] == [sending.run_id]  # no body item listed
+    store.put_with_request(sending, body.encode(), timedelta(hours=-1))  # kept too long ago: expired
+    assert store.request_body(sending.run_id) is None
 
 
 def test_replace_if_unchanged_refuses_a_write_based_on_an_older_read(store: ExecutionStore):
