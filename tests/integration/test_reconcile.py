@@ -117,18 +117,23 @@ def test_refresh_true_reconciles_an_ambiguous_run_at_once(aws: Any, hilos_lists:
 def test_not_found_is_resent_once_after_the_grace_period_and_never_again(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
+    from hilos_runner import wiring
+
     run_id = lost_run(hilos_lists, "before")
     assert hilos_lists.created == []
 
-    early = sync_pass(aws, monkeypatch, RECONCILE_GRACE_SECONDS="1")
+    early = sync_pass(aws, monkeypatch, RECONCILE_GRACE_SECONDS="3600")
     assert early["reconciled"] == {"waiting": 1}  # Hilos might still be processing the request: never resent
     assert hilos_lists.run_calls == 1
     waiting = record(run_id)
     assert waiting.status == "UNKNOWN"
-    assert waiting.next_sync_at >= waiting.sent_at + timedelta(seconds=1)  # looked at again once it is over
+    assert waiting.next_sync_at == waiting.sent_at + timedelta(seconds=3600)  # looked at again once it is over
 
-    time.sleep(1.05)
-    report = sync_pass(aws, monkeypatch)
+    # The grace period over (its send ten minutes back, due now):
+    wiring.execution_store().put(
+        waiting.model_copy(update={"sent_at": minutes_ago(10), "next_sync_at": minutes_ago(0)})
+    )
+    report = sync_pass(aws, monkeypatch, RECONCILE_GRACE_SECONDS="300")
 
     assert report["reconciled"] == {"resent": 1}
     resent = record(run_id)

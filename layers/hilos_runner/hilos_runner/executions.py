@@ -233,19 +233,20 @@ class ExecutionStore:
 
     def request_body(self, run_id: UUID) -> bytes | None:
         """The body last sent to Hilos for ``run_id``; None when it was never kept or has expired."""
-        first = self._call(
-            "get_item",
-            TableName=self._table,
-            Key={"run_id": {"S": _REQUEST_KEY.format(run_id=run_id, part=0)}},
-            ConsistentRead=True,
-        ).get("Item")
-        if first is None or int(first["expires_at"]["N"]) < time.time():
-            return None  # TTL deletes expired items within days, not at once
-        keys = [_REQUEST_KEY.format(run_id=run_id, part=index) for index in range(1, int(first["parts"]["N"]))]
-        rest = self._get_items(keys)
-        if len(rest) != len(keys):
-            return None
-        return zlib.decompress(first["body"]["B"] + b"".join(rest[key]["body"]["B"] for key in keys))
+        parts: list[bytes] = []
+        count = 1
+        while len(parts) < count:  # one GetItem a part: nearly every body is one part
+            item = self._call(
+                "get_item",
+                TableName=self._table,
+                Key={"run_id": {"S": _REQUEST_KEY.format(run_id=run_id, part=len(parts))}},
+                ConsistentRead=True,
+            ).get("Item")
+            if item is None or int(item["expires_at"]["N"]) < time.time():
+                return None  # TTL deletes expired items within days, not at once
+            count = int(item["parts"]["N"])
+            parts.append(item["body"]["B"])
+        return zlib.decompress(b"".join(parts))
 
     def replace_if_status(self, record: ExecutionRecord, expected: RunStatus) -> bool:
         """Write ``record`` only if the stored one still has status ``expected`` (optimistic concurrency:
