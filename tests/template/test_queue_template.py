@@ -100,9 +100,11 @@ def test_the_worker_role_names_exactly_what_the_worker_uses(translated: dict[str
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",  # a run's SENDING record with the body kept for reconciliation
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     }
+    assert ("dynamodb:BatchWriteItem", frozenset({"ExecutionsTable"})) in granted
     assert ("dynamodb:UpdateItem", frozenset({"IdempotencyTable"})) in granted
     assert ("dynamodb:UpdateItem", frozenset({"ExecutionsTable"})) not in granted
     assert ("logs:PutLogEvents", frozenset({"BulkWorkerFunctionLogs"})) in granted
