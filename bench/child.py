@@ -96,7 +96,7 @@ def cold_baseline(job: dict[str, Any]) -> dict[str, Any]:
 
 
 class _InstantDynamoDB:
-    """put_item/get_item answered at once: the store's own work (item building) still runs."""
+    """put_item/get_item/batch_write_item answered at once: the store's own work (item building) still runs."""
 
     def put_item(self, **_: Any) -> dict[str, Any]:
         return {}
@@ -106,6 +106,9 @@ class _InstantDynamoDB:
 
     def update_item(self, **_: Any) -> dict[str, Any]:
         return {}
+
+    def batch_write_item(self, **_: Any) -> dict[str, Any]:
+        return {"UnprocessedItems": {}}
 
 
 class _InstantSecrets:
