@@ -114,11 +114,17 @@ class FakeHilos:
         found = [e for e in self.executions if e["id"] == match["id"]]
         return (200, {}, json.dumps(_public(found[0]))) if found else (404, {}, json.dumps({"detail": "Not found."}))
 
+    def _list_read(self, which: str) -> tuple[int, dict[str, str], str] | None:
+        """Count a list read; the next forced failure, if any, is its answer."""
+        self.list_reads[which] += 1
+        if not self.list_failures:
+            return None
+        status, headers = self.list_failures.pop(0)
+        return status, headers, json.dumps({"detail": "fault"})
+
     def _list_executions(self, request: Any) -> tuple[int, dict[str, str], str]:
-        self.list_reads["executions"] += 1
-        if self.list_failures:
-            status, headers = self.list_failures.pop(0)
-            return status, headers, json.dumps({"detail": "fault"})
+        if (failure := self._list_read("executions")) is not None:
+            return failure
         query = parse_qs(urlsplit(request.url).query)
         flow = query.get("flow", [None])[0]
         newest_first = sorted(
@@ -129,10 +135,8 @@ class FakeHilos:
         return self._page(request, newest_first, self.page_size, public=True)
 
     def _list_contacts(self, request: Any) -> tuple[int, dict[str, str], str]:
-        self.list_reads["contacts"] += 1
-        if self.list_failures:
-            status, headers = self.list_failures.pop(0)
-            return status, headers, json.dumps({"detail": "fault"})
+        if (failure := self._list_read("contacts")) is not None:
+            return failure
         query = parse_qs(urlsplit(request.url).query)
         execution_id = query["flow_execution"][0]
         size = int(query.get("page_size", [self.page_size])[0])
