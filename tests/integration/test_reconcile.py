@@ -271,6 +271,23 @@ def test_the_lookup_pages_through_newer_executions_and_stops_below_the_window(
     assert hilos_lists.list_reads["executions"] == 4
 
 
+def test_the_runs_contacts_in_an_execution_just_after_the_window_stop_a_resend(
+    aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
+):
+    run_id = lost_run(hilos_lists, "before")
+    # Created (by Hilos' clock) five minutes after the send: outside the window with a 2-minute skew allowance,
+    # but it may be this run under a clock further off, or a new run of these contacts: never resend then.
+    phone = run_body()["contact_list"][0]["phone"]
+    late = hilos_lists.add_execution([phone], created_on=minutes_ago(-5))
+    past_the_call_budget()
+
+    report = sync_pass(aws, monkeypatch)
+
+    assert report["reconciled"] == {"ambiguous": 1}
+    assert f"execution {late} was created after the send window" in record(run_id).sync_error
+    assert hilos_lists.run_calls == 1
+
+
 def test_a_candidate_hilos_has_not_finished_listing_is_not_decided_on(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):

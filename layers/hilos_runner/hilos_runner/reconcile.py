@@ -50,6 +50,8 @@ from hilos_runner.settings import Deadline, Settings, has_time_for
 # Hilos' List Flow Execution Contacts page size we ask for (its spec sets no maximum; 100 is DRF's usual cap).
 CONTACTS_PAGE_SIZE = 100
 _MAX_REASON = 500
+# How far past the send window (in clock skew allowances) a run's contacts still stop a resend.
+_LATE_HORIZON_SKEWS = 5
 
 
 class ReconcileOutcome(StrEnum):
@@ -262,21 +264,24 @@ class Reconciler:
                 )
                 return lookup
             executions, lookup.listed_at = listed
-            candidates = [
-                execution
-                for execution in executions
-                if execution.num_contacts == record.num_contacts
-                and ((created := _created_on(execution)) is None or earliest <= created <= latest)
-            ]
-            matches, incomplete = [], []
-            for candidate in candidates:
-                digest = view.contacts_digest(
-                    candidate, record.num_contacts, record.contact_ids or [], deadline, lookup
-                )
-                if digest is None:
-                    incomplete.append(candidate)
-                elif digest == record.contacts_digest:
-                    matches.append(candidate)
+            same_size = [execution for execution in executions if execution.num_contacts == record.num_contacts]
+            in_window = [e for e in same_size if (created := _created_on(e)) is None or earliest <= created <= latest]
+            matches, incomplete = self._matching(record, in_window, view, deadline, lookup)
+            if not matches and not incomplete:
+                # Before concluding "not started": an execution with these contacts created soon after the window
+                # may be this run under a Hilos clock further off than the allowance (or a new run of the same
+                # contacts the caller started since). Either way, sending it again could make a second one.
+                horizon = latest + _LATE_HORIZON_SKEWS * skew
+                later = [
+                    e for e in same_size if (created := _created_on(e)) is not None and latest < created <= horizon
+                ]
+                late_matches, late_incomplete = self._matching(record, later, view, deadline, lookup)
+                if late_matches or late_incomplete:
+                    lookup.reason = (
+                        f"execution {(late_matches or late_incomplete)[0].id} was created after the send window "
+                        "with this run's contacts (or is still being listed); not resent"
+                    )
+                    return lookup
         except HilosRunnerError as error:
             lookup.reason = f"Hilos could not be read: {error.message}"
             lookup.throttled = isinstance(error, HilosUnavailableError) and error.status == 429
@@ -294,6 +299,24 @@ class Reconciler:
         else:
             lookup.found = _Found.NONE
         return lookup
+
+    def _matching(
+        self,
+        record: ExecutionRecord,
+        executions: list[FlowExecution],
+        view: "HilosView",
+        deadline: Deadline | None,
+        lookup: Lookup,
+    ) -> tuple[list[FlowExecution], list[FlowExecution]]:
+        """Of ``executions``, those whose contacts are the run's, and those Hilos has not listed in full yet."""
+        matches, incomplete = [], []
+        for execution in executions:
+            digest = view.contacts_digest(execution, record.num_contacts, record.contact_ids or [], deadline, lookup)
+            if digest is None:
+                incomplete.append(execution)
+            elif digest == record.contacts_digest:
+                matches.append(execution)
+        return matches, incomplete
 
     def _before_read(self, deadline: Deadline | None) -> None:
         if deadline is not None and not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):
