@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -19,7 +19,6 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 30
-T = TypeVar("T")
 _STACK_TOKEN = "<the stack's own token>"  # noqa: S105  (a marker, not a token)
 
 
@@ -141,7 +140,7 @@ def _process_group_alive(group_id: int) -> bool:
     return True
 
 
-def wait_for(
+def wait_for[T](
     condition: Callable[[], T], *, timeout: float, interval: float = 0.2, default: T | None = None
 ) -> T | None:
     """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes (``default``)."""

@@ -198,11 +198,18 @@ def test_functions_are_arm64_on_a_current_python_with_the_shared_layer(translate
         assert properties["TracingConfig"] == {"Mode": "Active"}, name
 
 
-def test_the_layer_is_built_by_sam_for_the_functions_runtime(source: dict[str, Any]):
-    (layer,) = resources_of(source, "AWS::Serverless::LayerVersion").values()
-    assert layer["Metadata"]["BuildMethod"] in layer["Properties"]["CompatibleRuntimes"]
-    assert layer["Metadata"].get("BuildArchitecture", "x86_64") == "arm64"
-    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+def test_the_layer_is_built_by_its_makefile_for_the_functions_runtime_and_architecture(source: dict[str, Any]):
+    (layer_id,) = resources_of(source, "AWS::Serverless::LayerVersion")
+    layer = source["Resources"][layer_id]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Metadata"]["BuildArchitecture"] == "arm64"
+    assert layer["Properties"]["CompatibleRuntimes"] == [source["Globals"]["Function"]["Runtime"]]
+    makefile = (ROOT / layer["Properties"]["ContentUri"] / "Makefile").read_text()
+    # SAM runs `make build-<LogicalId>`; the platform and Python it installs for are Lambda's arm64 and 3.13.
+    assert re.search(rf"^build-{layer_id}:", makefile, re.MULTILINE)
+    assert "PLATFORM ?= manylinux2014_aarch64" in makefile
+    assert "--python-version 3.13" in makefile
+    assert "--require-hashes" in makefile
 
 
 # --- tables ------------------------------------------------------------------------------------------
