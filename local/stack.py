@@ -528,6 +528,9 @@ def check_parameters(template: dict[str, Any], values: dict[str, str]) -> None:
                 continue
             if number < float(spec.get("MinValue", number)) or number > float(spec.get("MaxValue", number)):
                 problems.append(f"{name}={value}: outside [{spec.get('MinValue', '')}, {spec.get('MaxValue', '')}]")
+    if not problems:  # the Rules section, as CloudFormation checks it, once each value is valid
+        defaults = {name: str(spec.get("Default", "")) for name, spec in declared.items()}
+        problems = StackResources(template, "parameters", {**defaults, **values}).rule_violations()
     if problems:
         raise ConfigurationProblem("invalid template parameters: " + "; ".join(problems))
 

@@ -5,7 +5,7 @@ Used by the integration tests (moto ``mock_aws``) and by the local stack (moto s
 retyped, so a change to the template is a change to every test and to ``make dev``.
 
 Only the intrinsics the template uses are resolved: Ref, Fn::If, Fn::Equals, Fn::Not, Fn::GetAtt,
-Fn::Sub (plain ``${Name}`` / ``${Name.Attr}``) and Fn::Split.
+Fn::Sub (plain ``${Name}`` / ``${Name.Attr}``) and Fn::Split; and, in Rules, the rule functions.
 """
 
 from __future__ import annotations
@@ -84,6 +84,39 @@ class StackResources:
             logical_id, attribute = name.split(".", 1)
             return self.attributes[(logical_id, attribute)]
         return self._ref(name)
+
+    # -- Rules: what CloudFormation checks of the parameters before it creates anything ------
+    def rule_violations(self) -> list[str]:
+        """``Rule: AssertDescription`` of every assertion of the template's Rules that the parameters break."""
+        violations = []
+        for name, rule in self.template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self._rule_value(rule["RuleCondition"]):
+                continue
+            for assertion in rule["Assertions"]:
+                if not self._rule_value(assertion["Assert"]):
+                    violations.append(f"{name}: {assertion.get('AssertDescription', 'assertion failed')}")
+        return violations
+
+    def _rule_value(self, value: Any) -> Any:
+        """The rule-specific functions; a Ref to a CommaDelimitedList parameter is its list, as in CloudFormation."""
+        if isinstance(value, list):
+            return [self._rule_value(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        ((name, argument),) = value.items()
+        if name == "Ref":
+            kind = self.template.get("Parameters", {}).get(argument, {}).get("Type")
+            return str(self._ref(argument)).split(",") if kind == "CommaDelimitedList" else self._ref(argument)
+        functions: dict[str, Any] = {
+            "Fn::Equals": lambda a: str(a[0]) == str(a[1]),
+            "Fn::Not": lambda a: not a[0],
+            "Fn::And": all,
+            "Fn::Or": any,
+            "Fn::Contains": lambda a: a[1] in a[0],
+            "Fn::EachMemberEquals": lambda a: all(member == a[1] for member in a[0]),
+            "Fn::EachMemberIn": lambda a: all(member in a[1] for member in a[0]),
+        }
+        return functions[name](self._rule_value(argument))
 
     # -- what the functions see --------------------------------------------------------------
     def function_environment(self, logical_id: str) -> dict[str, str]:

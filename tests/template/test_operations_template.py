@@ -164,13 +164,16 @@ def test_the_schedule_parameter_takes_rate_and_cron_expressions_only(source: dic
         assert not re.fullmatch(pattern, refused_expression), refused_expression
 
 
-def test_status_sync_is_one_invocation_at_a_time_and_never_retried(translated: dict[str, Any]):
+def test_status_sync_is_never_retried_and_reserves_no_concurrency(translated: dict[str, Any]):
     function = translated["Resources"]["StatusSyncFunction"]["Properties"]
     assert function["Handler"] == "status_sync.lambda_handler"
     assert function["Timeout"] == 120
     # Room for at least one Hilos status read at its worst (connect retries + read timeout + margin).
     assert function["Timeout"] > Settings().hilos_call_budget_seconds
-    assert function["ReservedConcurrentExecutions"] == 1
+    # One pass at a time is the lease's job (tests/integration/test_status_sync_lease.py): reserved
+    # concurrency fails the deploy in accounts with a low concurrency quota.
+    for name, other in resources_of(translated, "AWS::Lambda::Function").items():
+        assert "ReservedConcurrentExecutions" not in other["Properties"], name
     assert function["Role"] == {"Fn::GetAtt": ["StatusSyncRole", "Arn"]}
     assert function["LoggingConfig"]["LogGroup"] == {"Ref": "StatusSyncFunctionLogs"}
     logs = translated["Resources"]["StatusSyncFunctionLogs"]["Properties"]
@@ -180,7 +183,7 @@ def test_status_sync_is_one_invocation_at_a_time_and_never_retried(translated: d
     config = invoke_config["Properties"]
     assert config["FunctionName"] == {"Ref": "StatusSyncFunction"}
     assert config["MaximumRetryAttempts"] == 0
-    # A tick throttled behind the running one is dropped soon, not queued for hours behind it.
+    # A failed or throttled tick is dropped soon, not queued for hours behind the next ones.
     assert config["MaximumEventAgeInSeconds"] <= 300
     assert not config.get("DestinationConfig")
 
@@ -206,7 +209,9 @@ def test_status_sync_settings_come_from_parameters_within_the_settings_bounds(so
     variables = source["Resources"]["StatusSyncFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["STATUS_SYNC_BATCH_LIMIT"] == {"Ref": "StatusSyncBatchLimit"}
     # run_api (refresh on demand) and status_sync both publish completion events.
-    assert global_variable(source, "COMPLETION_EVENT_BUS_NAME") == {"Ref": "CompletionEventBusName"}
+    assert global_variable(source, "COMPLETION_EVENT_BUS_NAME") == {
+        "Fn::If": ["CreateCompletionEventBus", {"Ref": "CompletionEventBus"}, "default"]
+    }
 
     limit = source["Parameters"]["StatusSyncBatchLimit"]
     bounds = {m.__class__.__name__: m for m in Settings.model_fields["status_sync_batch_limit"].metadata}

@@ -1,0 +1,109 @@
+"""What the linters cannot see, held by tests: Rules refusing parameters that deploy something broken, the
+completion bus the stack creates, and the data that outlives a deleted or replaced stack."""
+
+from typing import Any
+
+import pytest
+
+from local.stack import ConfigurationProblem, check_parameters
+from local.stack_resources import StackResources
+from tests.template.test_template import resources_of
+
+ISSUER = "https://issuer.example.com"
+
+
+def stack(source: dict[str, Any], **parameters: str) -> StackResources:
+    """The template's intrinsics resolved against parameter values (defaults otherwise), no AWS involved."""
+    defaults = {name: str(spec.get("Default", "")) for name, spec in source["Parameters"].items()}
+    return StackResources(source, "hilos-runner-test", {**defaults, **parameters})
+
+
+# --- Rules: an external issuer needs its audiences ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parameters", "refused"),
+    [
+        ({}, False),  # the stack's own user pool: its client is the audience
+        ({"JwtIssuer": ISSUER, "JwtAudience": "client-a"}, False),
+        ({"JwtIssuer": ISSUER, "JwtAudience": "client-a,client-b"}, False),
+        ({"JwtIssuer": ISSUER}, True),  # would deploy an authorizer whose audience is [""]
+        ({"JwtIssuer": ISSUER, "JwtAudience": ""}, True),
+        ({"JwtIssuer": ISSUER, "JwtAudience": ","}, True),
+    ],
+)
+def test_rules_refuse_a_jwt_issuer_without_an_audience(source: dict[str, Any], parameters: dict[str, str], refused):
+    violations = stack(source, **parameters).rule_violations()
+    assert bool(violations) is refused
+    if refused:
+        assert violations == [
+            "JwtAudienceWithJwtIssuer: JwtAudience must name the client id(s) accepted from JwtIssuer."
+        ]
+
+
+def test_the_local_stack_refuses_the_same_parameters_cloudformation_would(source: dict[str, Any]):
+    with pytest.raises(ConfigurationProblem, match="JwtAudience must name"):
+        check_parameters(source, {"JwtIssuer": ISSUER})
+    check_parameters(source, {"JwtIssuer": ISSUER, "JwtAudience": "client-a"})
+
+
+def test_the_authorizer_takes_its_audience_from_the_parameter_the_rule_checks(source: dict[str, Any]):
+    jwt = source["Resources"]["RunApi"]["Properties"]["Auth"]["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"]
+    assert jwt["audience"] == {"Fn::If": ["CreateUserPool", [{"Ref": "UserPoolClient"}], {"Ref": "JwtAudience"}]}
+    assert source["Parameters"]["JwtAudience"]["Type"] == "CommaDelimitedList"
+
+
+# --- the completion bus: the default bus, or one the stack creates --------------------------------
+
+
+def test_the_default_bus_is_used_as_it_is_and_no_bus_is_created(source: dict[str, Any], translated: dict[str, Any]):
+    (bus_id,) = resources_of(translated, "AWS::Events::EventBus")
+    assert translated["Resources"][bus_id]["Condition"] == "CreateCompletionEventBus"
+    default = stack(source)
+    assert not default.condition("CreateCompletionEventBus")
+    assert default.resolve(source["Globals"]["Function"]["Environment"]["Variables"]["COMPLETION_EVENT_BUS_NAME"]) == (
+        "default"
+    )
+
+
+def test_another_bus_name_is_a_bus_the_stack_creates_and_the_functions_publish_to(source: dict[str, Any]):
+    named = stack(source, CompletionEventBusName="runs-finished")
+    assert named.condition("CreateCompletionEventBus")
+    (bus_id,) = named.resources_of_type("AWS::Events::EventBus")
+    assert named.resolve(source["Resources"][bus_id]["Properties"]["Name"]) == "runs-finished"
+    # The functions name it through a Ref to the bus (its name), so CloudFormation creates it before them.
+    variable = source["Globals"]["Function"]["Environment"]["Variables"]["COMPLETION_EVENT_BUS_NAME"]
+    named.physical_ids[bus_id] = "runs-finished"
+    assert named.resolve(variable) == "runs-finished"
+    assert {"Ref": bus_id} in variable["Fn::If"]
+
+
+# --- what survives deleting or replacing the stack ------------------------------------------------
+
+KEPT = {
+    "HilosTokenSecret": "AWS::SecretsManager::Secret",
+    "ExecutionsTable": "AWS::DynamoDB::Table",
+    "IdempotencyTable": "AWS::DynamoDB::Table",
+    "UserPool": "AWS::Cognito::UserPool",
+    "RunsQueue": "AWS::SQS::Queue",
+    "RunsDeadLetterQueue": "AWS::SQS::Queue",
+}
+
+
+def test_the_token_records_users_and_queued_runs_are_retained(translated: dict[str, Any]):
+    for kind in set(KEPT.values()):  # every resource of these kinds, so one added later is held to it too
+        for logical_id in resources_of(translated, kind):
+            assert logical_id in KEPT, f"{logical_id} ({kind}): decide whether it is retained"
+    for logical_id, kind in KEPT.items():
+        resource = translated["Resources"][logical_id]
+        assert resource["Type"] == kind
+        assert resource["DeletionPolicy"] == "Retain", logical_id
+        assert resource["UpdateReplacePolicy"] == "Retain", logical_id
+
+
+@pytest.mark.parametrize(("environment", "protection"), [("prod", "ACTIVE"), ("dev", "INACTIVE")])
+def test_the_prod_user_pool_cannot_be_deleted_without_turning_protection_off(
+    source: dict[str, Any], environment: str, protection: str
+):
+    pool = source["Resources"]["UserPool"]["Properties"]
+    assert stack(source, Environment=environment).resolve(pool["DeletionProtection"]) == protection
