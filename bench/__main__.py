@@ -1,7 +1,7 @@
 """`make bench` (`python -m bench`): every figure against its baseline, one table on stdout, JSON in .local/.
 
-Progress goes to stderr. Options: --pairs N (cold-start pairs, 7), --only NAME[,NAME] (cold, warm,
-waste, batch, e2e, size) to run a subset while working on one figure.
+Progress goes to stderr. Options: --pairs N (cold-start pairs, 7), --only NAME[,NAME] (cold, deployed,
+snapstart, warm, waste, batch, e2e, size) to run a subset while working on one figure.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import figures as f
 from bench.environment import REPO_ROOT, BenchEnvironment
 
-GROUPS = ("cold", "warm", "waste", "batch", "e2e", "size")
+GROUPS = ("cold", "deployed", "snapstart", "warm", "waste", "batch", "e2e", "size")
 UPSTREAM_LATENCY_MS = 50
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     machine_before = machine()
     f.progress(f"machine: {machine_before}")
     rows: list[f.Figure] = []
-    in_process = groups & {"cold", "warm", "waste", "batch"}
+    in_process = groups & {"cold", "deployed", "snapstart", "warm", "waste", "batch"}
     if in_process:
         f.progress("starting moto and the Hilos sandbox")
     env = BenchEnvironment().start() if in_process else None
@@ -87,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"cold start {f.MODULES[logical_id]} ({arguments.pairs} pairs)",
                     lambda logical_id=logical_id: f.cold_starts(env, logical_id, arguments.pairs),
                 )
+        if "deployed" in groups:
+            from bench import deployed
+
+            rows += f.timed(
+                f"cold starts as deployed ({arguments.pairs} rotated runs each)",
+                lambda: deployed.cold_start_figures(env, arguments.pairs),
+            )
+        if "snapstart" in groups:
+            from bench import deployed
+
+            rows += f.timed("SnapStart first request", lambda: deployed.snapstart_figures(env, arguments.pairs))
         if "warm" in groups:
             rows += f.timed("warm overhead", lambda: f.warm_overhead(env))
         if "waste" in groups:

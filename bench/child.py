@@ -63,7 +63,8 @@ def cold_function(job: dict[str, Any]) -> dict[str, Any]:
         assert answer["statusCode"] == 201, answer
     else:
         assert answer == {"batchItemFailures": []}, answer
-    return {"peak_rss_mb": _peak_rss_mb(), **phases}
+    # Where the dependencies came from: the built layer for the as-deployed rows, the venv otherwise.
+    return {"peak_rss_mb": _peak_rss_mb(), "pydantic_file": sys.modules["pydantic"].__file__, **phases}
 
 
 def cold_baseline(job: dict[str, Any]) -> dict[str, Any]:
@@ -235,12 +236,43 @@ def batch_timing(job: dict[str, Any]) -> dict[str, Any]:
     return {"single_ms": statistics.median(single) * 1000, "batch_ms": statistics.median(batch) * 1000}
 
 
+# -- SnapStart: the first request of a restored environment vs warm ones -----------------------------
+
+
+def restored_first_request(job: dict[str, Any]) -> dict[str, Any]:
+    """Init, then (``prime``) the before-snapshot hooks, [the snapshot would be taken here], the after-restore
+    hooks, then the first request and warm ones. Without ``prime``: init only, as a snapshot without hooks."""
+    function = _import_function(job)
+    from snapshot_restore_py import get_after_restore, get_before_snapshot
+
+    hooks_before, hooks_after = (get_before_snapshot(), get_after_restore()) if job["prime"] else ([], [])
+    for hook, args, kwargs in hooks_before:
+        hook(*args, **kwargs)
+    started = time.perf_counter()
+    for hook, args, kwargs in hooks_after:
+        hook(*args, **kwargs)
+    restored = time.perf_counter()
+    events = job["events"]
+    times = []
+    for event in events:
+        began = time.perf_counter()
+        answer = function.lambda_handler(event, Context())
+        times.append(time.perf_counter() - began)
+        assert answer["statusCode"] == 201, answer
+    return {
+        "after_restore_ms": (restored - started) * 1000,
+        "first_ms": times[0] * 1000,
+        "warm_median_ms": statistics.median(times[1:]) * 1000,
+    }
+
+
 MODES = {
     "cold_function": cold_function,
     "cold_baseline": cold_baseline,
     "warm_overhead": warm_overhead,
     "no_waste": no_waste,
     "batch_timing": batch_timing,
+    "restored_first_request": restored_first_request,
 }
 
 if __name__ == "__main__":

@@ -117,21 +117,30 @@ def _function_job(env: BenchEnvironment, logical_id: str, **job: Any) -> dict[st
     return {"code_paths": env.code_paths(logical_id), "module": MODULES[logical_id], **job}
 
 
-def cold_starts(env: BenchEnvironment, logical_id: str, pairs: int) -> list[Figure]:
-    """A fresh process serving one request vs a bare script making the same upstream calls."""
+def bare_script_job(env: BenchEnvironment, logical_id: str) -> dict[str, Any]:
+    """The cold-start baseline: a bare script making the upstream calls the function makes for one request."""
     body = {"contact_list": [contact(0)]}
-    environment = env.function_environment(logical_id)
-    baseline_job = {
+    return {
         "hilos_url": env.sandbox.api_url + f"/flow/{FLOW_ID}/run",
         # The very bytes our code sends to Hilos for this body.
         "hilos_body": FlowRunRequest.model_validate(body).hilos_body().decode(),
         "put_item": logical_id == WORKER,
     }
+
+
+def one_request_event(logical_id: str) -> dict[str, Any]:
+    return run_event(1) if logical_id == API else queued_batch(1)
+
+
+def cold_starts(env: BenchEnvironment, logical_id: str, pairs: int) -> list[Figure]:
+    """A fresh process serving one request vs a bare script making the same upstream calls."""
+    environment = env.function_environment(logical_id)
+    baseline_job = bare_script_job(env, logical_id)
     floor_job = {**baseline_job, "floor_imports": FLOOR_IMPORTS[logical_id]}
     ours, bare, floor, rss, bare_rss, floor_rss = [], [], [], [], [], []
     phases: dict[str, list[dict[str, float]]] = {"cold_baseline": [], "cold_function": []}
     for pair in range(pairs):
-        event = run_event(1) if logical_id == API else queued_batch(1)
+        event = one_request_event(logical_id)
         runs: list[tuple[str, dict[str, Any], list[float], list[float]]] = [
             ("cold_baseline", baseline_job, bare, bare_rss),
             ("cold_function", _function_job(env, logical_id, event=event), ours, rss),

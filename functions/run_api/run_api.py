@@ -7,8 +7,9 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from snapshot_restore_py import register_after_restore, register_before_snapshot
 
-from hilos_runner import http
+from hilos_runner import http, priming
 from hilos_runner.api_support import (
     error_responses,
     install_docs,
@@ -39,6 +40,9 @@ API_VERSION = "1.0.0"
 app = APIGatewayHttpResolver(enable_validation=True)
 install_error_handlers(app)
 install_docs(app, title=API_TITLE, version=API_VERSION)
+# SnapStart (template parameter SnapStart): run once before the snapshot, and after each restore.
+register_before_snapshot(priming.prime_api, app)
+register_after_restore(priming.after_restore)
 
 
 @app.post(

@@ -107,3 +107,38 @@ def test_the_prod_user_pool_cannot_be_deleted_without_turning_protection_off(
 ):
     pool = source["Resources"]["UserPool"]["Properties"]
     assert stack(source, Environment=environment).resolve(pool["DeletionProtection"]) == protection
+
+
+# --- SnapStart: run_api behind an alias, snapshots only when asked for ----------------------------
+
+
+@pytest.mark.parametrize(("value", "apply_on"), [("true", "PublishedVersions"), ("false", "None")])
+def test_snapstart_applies_to_run_apis_published_versions_when_the_parameter_says_so(
+    source: dict[str, Any], translated: dict[str, Any], value: str, apply_on: str
+):
+    assert source["Parameters"]["SnapStart"]["Default"] == "false"
+    function = translated["Resources"]["RunApiFunction"]["Properties"]
+    assert stack(source, SnapStart=value).resolve(function["SnapStart"]["ApplyOn"]) == apply_on
+    others = resources_of(translated, "AWS::Lambda::Function")
+    assert [name for name, other in others.items() if "SnapStart" in other["Properties"]] == ["RunApiFunction"]
+
+
+def test_the_api_invokes_run_apis_alias_so_it_reaches_the_snapshotted_version(translated: dict[str, Any]):
+    (alias_id,) = resources_of(translated, "AWS::Lambda::Alias")
+    alias = translated["Resources"][alias_id]["Properties"]
+    assert alias["Name"] == "live"
+    assert alias["FunctionName"] == {"Ref": "RunApiFunction"}
+    operations = [
+        op for ops in translated["Resources"]["RunApi"]["Properties"]["Body"]["paths"].values() for op in ops.values()
+    ]
+    assert operations
+    for operation in operations:
+        uri = operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        assert f"${{{alias_id}}}/invocations" in uri
+    permissions = [
+        permission["Properties"]
+        for permission in resources_of(translated, "AWS::Lambda::Permission").values()
+        if permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    ]
+    assert len(permissions) == len(operations)
+    assert all(permission["FunctionName"] == {"Ref": alias_id} for permission in permissions)

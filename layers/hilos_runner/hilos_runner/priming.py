@@ -1,0 +1,72 @@
+"""SnapStart runtime hooks for run_api (``snapshot_restore_py``, part of Lambda's Python runtimes).
+
+With SnapStart (template parameter ``SnapStart``) Lambda runs init and the before-snapshot hooks once, when a
+version is published, and restores new environments from that snapshot. So:
+
+- before the snapshot, ``prime_api`` builds what a first request would: the clients, the Hilos session, the
+  services and the idempotency config (the factories of ``hilos_runner.wiring``, no call made), and one request
+  through the API resolver that validation refuses (the route's validators and the error answer). It reads no
+  token and opens no connection, so the snapshot holds neither;
+- after a restore, ``after_restore`` re-seeds ``random`` (every environment restored from one snapshot would
+  otherwise draw the same retry jitter) and reads the Hilos token, now, fresh, off the first request's path. If
+  that read fails, the first request reads it as in any cold start. Connections are opened by the first request.
+"""
+
+import json
+import random
+from typing import Any
+
+# A run request for a valid flow with no contacts: refused by validation (422) before any service is called.
+_REFUSED_RUN = {
+    "version": "2.0",
+    "routeKey": "$default",
+    "rawPath": "/flows/00000000-0000-4000-8000-000000000000/runs",
+    "rawQueryString": "",
+    "headers": {"content-type": "application/json"},
+    "requestContext": {
+        "accountId": "000000000000",
+        "apiId": "priming",
+        "domainName": "priming.local",
+        "domainPrefix": "priming",
+        "http": {
+            "method": "POST",
+            "path": "/flows/00000000-0000-4000-8000-000000000000/runs",
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": "snapstart-priming",
+        },
+        "requestId": "snapstart-priming",
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": "01/Jan/2026:00:00:00 +0000",
+        "timeEpoch": 0,
+    },
+    "body": json.dumps({"contact_list": []}),
+    "isBase64Encoded": False,
+}
+
+
+def prime_api(app: Any) -> None:
+    """Before the snapshot: everything a first request builds, except the token and the connections."""
+    from hilos_runner import wiring
+
+    wiring.run_service()  # the DynamoDB client, the token source (unread), the Hilos client and session
+    wiring.bulk_service()  # the SQS client
+    wiring.completion_publisher()  # the EventBridge client (GET /runs/{id}?refresh=true)
+    wiring.idempotency_config()
+    answer = app.resolve(dict(_REFUSED_RUN), None)
+    if answer["statusCode"] != 422:  # the hook must never have done real work
+        raise RuntimeError(f"priming request answered {answer['statusCode']}, not 422")
+
+
+def after_restore() -> None:
+    """After a restore: what must differ between environments restored from one snapshot, and the token."""
+    from hilos_runner import wiring
+    from hilos_runner.errors import ConfigurationError, DependencyUnavailableError
+    from hilos_runner.observability import logger
+
+    random.seed()
+    try:
+        wiring.token_source().get()
+    except (ConfigurationError, DependencyUnavailableError) as error:  # the first request tries again
+        logger.warning("Could not read the Hilos token after the restore", extra={"error": str(error)})

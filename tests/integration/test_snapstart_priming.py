@@ -1,0 +1,64 @@
+"""run_api's SnapStart hooks (hilos_runner.priming): before the snapshot they build what a first request needs
+but read no token, call no AWS API and open no connection; after a restore they read the token, fresh."""
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import responses
+
+from tests.helpers import FLOW_ID, RUN_URL, call_run_api, hilos_execution, run_body
+
+
+@pytest.fixture
+def aws_calls(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every AWS API call made, by operation name."""
+    import botocore.client
+
+    calls: Counter[str] = Counter()
+    original = botocore.client.BaseClient._make_api_call
+
+    def counting(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls[operation] += 1
+        return original(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
+    return calls
+
+
+def hooks() -> tuple[list[Any], list[Any]]:
+    from snapshot_restore_py import get_after_restore, get_before_snapshot
+
+    import run_api  # noqa: F401  (registers the hooks at import, as in Lambda's init)
+
+    return get_before_snapshot(), get_after_restore()
+
+
+def run(registered: list[Any]) -> None:
+    for hook, args, kwargs in registered:
+        hook(*args, **kwargs)
+
+
+def test_run_api_registers_the_priming_and_the_restore_hooks():
+    from hilos_runner import priming
+
+    before, after = hooks()
+    assert priming.prime_api in [hook for hook, _, _ in before]
+    assert priming.after_restore in [hook for hook, _, _ in after]
+
+
+def test_priming_calls_nothing_outside_and_the_restore_reads_the_token_once(
+    aws_calls: Counter[str], hilos: responses.RequestsMock
+):
+
+    before, after = hooks()
+    run(before)
+    assert aws_calls == Counter()  # no token read, no AWS call
+    assert len(hilos.calls) == 0  # no Hilos request (nor any other through requests)
+
+    run(after)
+    assert aws_calls == Counter({"GetSecretValue": 1})
+
+    hilos.add(responses.POST, RUN_URL, json=hilos_execution(), status=201)
+    assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).status == 201
+    assert aws_calls["GetSecretValue"] == 1  # the first request used the token read at restore
