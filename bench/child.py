@@ -175,7 +175,7 @@ def no_waste(job: dict[str, Any]) -> dict[str, Any]:
     import botocore.session
     import urllib3.connectionpool
 
-    counts = {"boto3_sessions": 0, "botocore_clients": 0, "get_secret_value": 0, "hilos_connections": 0}
+    counts = {"boto3_sessions": 0, "botocore_clients": 0, "get_secret_value": 0, "hilos_connections": 0, "aws_calls": 0}
 
     def counting(cls: Any, name: str, what: str, when: Any = None) -> None:
         original = getattr(cls, name)
@@ -195,6 +195,7 @@ def no_waste(job: dict[str, Any]) -> dict[str, Any]:
         "get_secret_value",
         lambda self, operation, *_a, **_k: operation == "GetSecretValue",
     )
+    counting(botocore.client.BaseClient, "_make_api_call", "aws_calls")
     hilos_port = job["hilos_port"]
     counting(
         urllib3.connectionpool.HTTPConnectionPool,

@@ -238,6 +238,8 @@ def no_waste(env: BenchEnvironment, warm_calls: int = 20) -> list[Figure]:
                 f"{cold['botocore_clients']}, {cold['get_secret_value']})",
             )
         )
+        if logical_id == WORKER:
+            figures.append(aws_calls_per_queued_run(warm["aws_calls"] / warm_calls))
         opened = cold["hilos_connections"] + warm["hilos_connections"]
         figures.append(
             Figure(
@@ -251,6 +253,27 @@ def no_waste(env: BenchEnvironment, warm_calls: int = 20) -> list[Figure]:
             )
         )
     return figures
+
+
+# What a queued run minimally needs of AWS (bench/aws_floor.py does exactly this): one conditional write
+# before the Hilos call, one write after it, the delete, and a tenth of a receive (batches of 10).
+FLOOR_AWS_CALLS_PER_RUN = 3.1
+# Lambda's event source mapping receives and deletes (DeleteMessageBatch) once per batch of up to 10.
+MAPPING_AWS_CALLS_PER_RUN = 2 / 10
+
+
+def aws_calls_per_queued_run(function_calls_per_run: float) -> Figure:
+    calls = function_calls_per_run + MAPPING_AWS_CALLS_PER_RUN
+    return Figure(
+        "bulk_worker: AWS calls per queued run",
+        calls,
+        FLOOR_AWS_CALLS_PER_RUN,
+        "count",
+        f"<= {FLOOR_AWS_CALLS_PER_RUN}",
+        calls <= FLOOR_AWS_CALLS_PER_RUN,
+        f"the function's {function_calls_per_run:.1f} per run (warm, one-message batches) + the event source "
+        f"mapping's receive and delete per 10-message batch; baseline: the floor script's (bench/aws_floor.py)",
+    )
 
 
 def batch_concurrency(env: BenchEnvironment, latency_ms: int, rounds: int = 5) -> list[Figure]:
