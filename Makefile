@@ -1,7 +1,7 @@
 # Every target installs what it needs first, from the lock files, in a second or two when nothing changed.
 # Python 3.13, the Lambda runtime's, for everything: tools/find-python finds it (PATH, pyenv, uv) or says how
 # to get it; `make test PYTHON=/path/to/python3.13` picks one.
-PYTHON := $(shell PYTHON='$(PYTHON)' tools/find-python)
+PYTHON313 := $(shell PYTHON='$(PYTHON)' tools/find-python 2>/dev/null)
 # uv installs every environment from a lock: .venv from uv.lock (pyproject.toml's dependency groups),
 # .tools/checkov and .tools/sam from tools/*/uv.lock. It is installed once, at the version pyproject.toml requires.
 UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"/\1/p' pyproject.toml)
@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SAM := .tools/sam/bin/sam
 # uv reads PyPI, not pip's configuration: behind a mirror, export UV_DEFAULT_INDEX.
-export UV_PYTHON := $(PYTHON)
+export UV_PYTHON := $(PYTHON313)
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export SAM_CLI_TELEMETRY := 0
@@ -22,20 +22,20 @@ tool_env = UV_PROJECT_ENVIRONMENT=$(CURDIR)/.tools/$(1) $(SYNC) --project tools/
 .PHONY: venv dev test lint unit bench build deploy clean chaos fuzz checkov sam-check lock python
 
 python:
-	@test -n "$(PYTHON)" || { PYTHON='$(PYTHON)' tools/find-python; exit 1; }
+	@test -n "$(PYTHON313)" || { PYTHON='$(PYTHON)' tools/find-python; exit 1; }
 
 $(UV): | python
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+	$(PYTHON313) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
 		--target $(UV_HOME) uv==$(UV_VERSION)
 
 ## make venv: .venv with every dependency group (uv sync: exactly the lock; a venv of another Python is remade)
-venv: $(UV)
+venv: python $(UV)
 	$(SYNC)
 
 ## make dev: the whole stack on 127.0.0.1 (moto, Hilos sandbox, HTTP front, SQS poller); Ctrl-C stops it.
 ## Flags go in ARGS, e.g. make dev ARGS="--fault-rate 0.2 --visibility-timeout 5"; see python -m local --help
 ## Installs only the local group (and keeps what else .venv has), so a fresh clone is up in seconds.
-dev: $(UV)
+dev: python $(UV)
 	$(SYNC) --inexact --no-default-groups --group local
 	$(PY) -m local $(ARGS)
 
@@ -62,7 +62,7 @@ fuzz: venv
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -s tests/fuzz
 
 ## checkov in its own environment (.tools/checkov, tools/checkov/uv.lock): its pins conflict with the project's.
-checkov: $(UV)
+checkov: python $(UV)
 	$(call tool_env,checkov)
 	.tools/checkov/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 
@@ -78,7 +78,7 @@ bench: venv
 
 ## make lock: after editing a dependency in pyproject.toml or tools/*/pyproject.toml: the lock files and the
 ## layer's requirements.txt (what `sam build` installs), generated from uv.lock.
-lock: $(UV)
+lock: python $(UV)
 	$(UV) lock --quiet
 	$(UV) lock --quiet --project tools/checkov
 	$(UV) lock --quiet --project tools/sam
@@ -87,10 +87,10 @@ lock: $(UV)
 
 ## The pinned AWS SAM CLI (tools/sam/uv.lock) in .tools/sam. `sam build` runs the layer's Makefile
 ## (layers/hilos_runner/Makefile) and finds python3.13 on PATH for the functions, so both get this Python.
-SAM_RUN = PATH="$(dir $(PYTHON)):$$PATH" AWS_REGION=$${AWS_REGION:-us-east-1} $(SAM)
+SAM_RUN = PATH="$(dir $(PYTHON313)):$$PATH" AWS_REGION=$${AWS_REGION:-us-east-1} $(SAM)
 
 ## make build / deploy: sam build with the pinned SAM CLI; deploy needs AWS credentials. ENV=dev|prod
-build: $(UV)
+build: python $(UV)
 	$(call tool_env,sam)
 	$(SAM_RUN) build
 

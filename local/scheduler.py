@@ -4,8 +4,8 @@ the event EventBridge sends (the "Scheduled Event", or the event's Input when it
 - The interval is the schedule's rate(N minute|minutes|hour|hours|day|days), or a local override (the
   stack's ``--sync-interval``) so the tour and the tests see progress in seconds, not minutes. cron(...)
   needs the override: it is not run locally.
-- One invocation at a time per schedule, as a function with ReservedConcurrentExecutions 1 gets: a tick
-  that comes while the previous invocation still runs is skipped (Lambda would throttle it), never queued.
+- One invocation at a time per schedule: a tick that comes while the previous invocation still runs is
+  skipped, never queued. (Deployed, Lambda would start it, and status_sync's lease would make it skip.)
 - An invocation that fails is logged and not retried: the next tick is the retry (EventBridge's async
   invoke would retry twice more, which changes nothing for an idempotent sync).
 - ``request_stop()`` + ``join()`` end the thread; an invocation in hand is given a few seconds (the stack
