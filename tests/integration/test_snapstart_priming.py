@@ -12,17 +12,17 @@ from tests.helpers import FLOW_ID, RUN_URL, call_run_api, hilos_execution, run_b
 
 @pytest.fixture
 def aws_calls(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every AWS API call made, by operation name."""
-    import botocore.client
+    """Every AWS API request sent (not those the priming's Stubber answers), by operation name."""
+    import botocore.endpoint
 
     calls: Counter[str] = Counter()
-    original = botocore.client.BaseClient._make_api_call
+    original = botocore.endpoint.Endpoint.make_request
 
-    def counting(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        calls[operation] += 1
-        return original(self, operation, params)
+    def counting(self: Any, operation_model: Any, request_dict: dict[str, Any]) -> Any:
+        calls[operation_model.name] += 1
+        return original(self, operation_model, request_dict)
 
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
+    monkeypatch.setattr(botocore.endpoint.Endpoint, "make_request", counting)
     return calls
 
 

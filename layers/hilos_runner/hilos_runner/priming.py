@@ -4,9 +4,11 @@ With SnapStart (template parameter ``SnapStart``) Lambda runs init and the befor
 version is published, and restores new environments from that snapshot. So:
 
 - before the snapshot, ``prime_api`` builds what a first request would: the clients, the Hilos session, the
-  services and the idempotency config (the factories of ``hilos_runner.wiring``, no call made), and one request
-  through the API resolver that validation refuses (the route's validators and the error answer). It reads no
-  token and opens no connection, so the snapshot holds neither;
+  services and the idempotency config (the factories of ``hilos_runner.wiring``), one request through the API
+  resolver that validation refuses (the route's validators and the error answer), and the DynamoDB operations
+  a run uses, each called once through botocore's Stubber (parameter validation, endpoint resolution and
+  serialization are done and cached; the Stubber answers instead of sending). It reads no token and opens no
+  connection, so the snapshot holds neither;
 - after a restore, ``after_restore`` re-seeds ``random`` (every environment restored from one snapshot would
   otherwise draw the same retry jitter) and reads the Hilos token, now, fresh, off the first request's path. If
   that read fails, the first request reads it as in any cold start. Connections are opened by the first request.
@@ -57,6 +59,31 @@ def prime_api(app: Any) -> None:
     answer = app.resolve(dict(_REFUSED_RUN), None)
     if answer["statusCode"] != 422:  # the hook must never have done real work
         raise RuntimeError(f"priming request answered {answer['statusCode']}, not 422")
+    _prime_dynamodb_operations(wiring.dynamodb_client())
+
+
+# The operations of a run's path (and GET /runs/{id}), with the answers the Stubber gives instead of DynamoDB.
+_KEY = {"run_id": {"S": "snapstart-priming"}}
+_DYNAMODB_OPERATIONS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("put_item", {"Item": _KEY, "ConditionExpression": "attribute_not_exists(run_id)"}, {}),
+    ("batch_write_item", {"RequestItems": {"t": [{"PutRequest": {"Item": _KEY}}]}}, {"UnprocessedItems": {}}),
+    ("get_item", {"Key": _KEY, "ConsistentRead": True}, {}),
+    (
+        "update_item",
+        {"Key": _KEY, "UpdateExpression": "SET a = :a", "ExpressionAttributeValues": {":a": {"N": "1"}}},
+        {},
+    ),
+]
+
+
+def _prime_dynamodb_operations(client: Any) -> None:
+    from botocore.stub import Stubber
+
+    with Stubber(client) as stubber:
+        for operation, parameters, answer in _DYNAMODB_OPERATIONS:
+            stubber.add_response(operation, answer)
+            table = {} if operation == "batch_write_item" else {"TableName": "snapstart-priming"}
+            getattr(client, operation)(**table, **parameters)
 
 
 def after_restore() -> None:
