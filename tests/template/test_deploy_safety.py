@@ -7,7 +7,7 @@ import pytest
 
 from local.stack import ConfigurationProblem, check_parameters
 from local.stack_resources import StackResources
-from tests.template.test_template import resources_of
+from tests.template.test_template import as_list, inline_statements, resources_of
 
 ISSUER = "https://issuer.example.com"
 
@@ -142,3 +142,15 @@ def test_the_api_invokes_run_apis_alias_so_it_reaches_the_snapshotted_version(tr
     ]
     assert len(permissions) == len(operations)
     assert all(permission["FunctionName"] == {"Ref": alias_id} for permission in permissions)
+
+
+def test_the_status_sync_role_may_take_and_give_back_its_lease(translated: dict[str, Any]):
+    # hilos_runner.lease: a conditional PutItem to take it, a conditional UpdateItem to give it back.
+    granted = {
+        action
+        for where, statement in inline_statements(translated)
+        if where.startswith("StatusSyncRole/")
+        and {"Fn::GetAtt": ["ExecutionsTable", "Arn"]} in as_list(statement["Resource"])
+        for action in as_list(statement["Action"])
+    }
+    assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= granted
