@@ -4,7 +4,10 @@ Each request becomes the event API Gateway would send (local.events.http_api_eve
 runs in its execution environment, and its answer (status, headers, cookies, body, base64) becomes
 the HTTP answer. Like the deployed JWT authorizer, the front refuses requests without the right
 ``Authorization: Bearer <token>`` before the function runs: 401, in the project's one error shape.
-A function error or timeout is answered like API Gateway does: 500 ``{"message": "Internal Server Error"}``.
+A function error or timeout is answered like API Gateway does: 500 ``{"message": "Internal Server Error"}``;
+a route or method it does not serve (TRACE included): 404 ``{"message": "Not Found"}``. What the HTTP server
+refuses before any route is matched (a URL over 65,536 bytes: 414, a header too large: 431, a malformed
+request: 400) is answered in the one error shape, ``{"code", "message", "details"}``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,22 @@ class _FrontHandler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self) -> None:
         self._handle()
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (HEAD, TRACE, QUERY, ...): matched against the routes like the others, so a method no
+        # route has is 404 {"message": "Not Found"}, as API Gateway answers, not the HTTP server's 501 page.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The HTTP server's own refusals (a request line or header too long, a malformed request, a method
+        it has no handler for) in the one error shape, not its HTML page."""
+        reason = message or self.responses.get(code, ("error",))[0]
+        codes = {414: "uri_too_long", 431: "headers_too_large", 501: "method_not_implemented"}
+        body = error_body(codes.get(code, "bad_request"), reason, [{"field": "", "reason": explain or reason}])
+        self.close_connection = True
+        self._send(code, {"Content-Type": JSON_CONTENT_TYPE}, body.encode())
 
     def _handle(self) -> None:
         started = time.monotonic()

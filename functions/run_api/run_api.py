@@ -9,21 +9,24 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
-from hilos_runner import http, priming
+from hilos_runner import http, json_input, priming
 from hilos_runner.api_support import (
+    answer,
     error_responses,
     install_docs,
     install_error_handlers,
     json_response,
-    oversized_body_answer,
+    refused_body_answer,
 )
 from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkRunStatus
 from hilos_runner.contacts_input import media_type_of, parse_contacts, variables_from_json
+from hilos_runner.duplicates import OnDuplicate
 from hilos_runner.errors import NotFoundError
-from hilos_runner.executions import ExecutionRecord, RunPage, RunSource
+from hilos_runner.executions import ExecutionRecord, RunPage
+from hilos_runner.intake import DRY_RUN_HELP, ON_DUPLICATE_HELP, DryRun, bulk_dry_run, run_command, run_dry_run
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
-from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunCommand, RunResult
+from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunResult
 from hilos_runner.settings import get_settings
 from hilos_runner.wiring import (
     bulk_service,
@@ -36,8 +39,12 @@ from hilos_runner.wiring import (
 
 API_TITLE = "hilos-runner"
 API_VERSION = "1.0.0"
+GET_RUN, GET_BULK_RUN = "get_run", "get_bulk_run"  # operationIds the creating operations link to
+OnDuplicateQuery = Annotated[OnDuplicate, Query(description=ON_DUPLICATE_HELP)]
+DryRunQuery = Annotated[bool, Query(description=DRY_RUN_HELP)]
 
-app = APIGatewayHttpResolver(enable_validation=True)
+# Bodies are read by json_input: depth, NaN, big numbers, duplicate keys and NUL refused, naming the field.
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=json_input.loads)
 install_error_handlers(app)
 install_docs(app, title=API_TITLE, version=API_VERSION)
 # SnapStart (template parameter SnapStart): run once before the snapshot, and after each restore.
@@ -48,8 +55,9 @@ register_after_restore(priming.after_restore)
 @app.post(
     "/flows/<flow_id>/runs",
     summary="Start a flow for a list of contacts",
-    responses={201: {"description": "Started", "content": {http.JSON_CONTENT_TYPE: {"model": RunResult}}}}
-    | error_responses(409, 413, 422, 502, 503, 504),
+    responses=answer(201, "Started", RunResult, links={"GetRun": (GET_RUN, {"run_id": "$response.body#/run/run_id"})})
+    | answer(200, "dry_run=true: checked, nothing sent", DryRun)
+    | error_responses(409, 413, 415, 422, 502, 503, 504),
 )
 def create_run(
     flow_id: UUID,
@@ -58,8 +66,12 @@ def create_run(
         str | None,
         Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key."),
     ] = None,
+    on_duplicate: OnDuplicateQuery = OnDuplicate.DROP,
+    dry_run: DryRunQuery = False,
 ):
-    command = RunCommand(flow_id=flow_id, request=run, source=RunSource.API, idempotency_key=idempotency_key)
+    command = run_command(flow_id, run, on_duplicate=on_duplicate, idempotency_key=idempotency_key)
+    if dry_run:
+        return json_response(200, run_dry_run(command).model_dump_json())
     result = start_run(command)
     record = result.run
     if record.status.started:
@@ -74,9 +86,9 @@ def create_run(
 
 @app.get(
     "/runs/<run_id>",
+    operation_id=GET_RUN,
     summary="Look up one run (refresh=true: with Hilos' status and counters read now)",
-    responses={200: {"description": "The run record", "content": {http.JSON_CONTENT_TYPE: {"model": ExecutionRecord}}}}
-    | error_responses(404, 422, 502, 503),
+    responses=answer(200, "The run record", ExecutionRecord) | error_responses(404, 422, 502, 503),
 )
 def get_run(
     run_id: UUID,
@@ -93,8 +105,7 @@ def get_run(
 @app.get(
     "/flows/<flow_id>/runs",
     summary="List a flow's runs, newest first",
-    responses={200: {"description": "One page", "content": {http.JSON_CONTENT_TYPE: {"model": RunPage}}}}
-    | error_responses(422),
+    responses=answer(200, "One page", RunPage) | error_responses(422),
 )
 def list_runs(
     flow_id: UUID,
@@ -111,11 +122,15 @@ def list_runs(
     "of contacts), or text/csv with a header row of contact fields (empty cell = absent; tags and "
     "default_assignees `;`-separated, meta a JSON object, booleans true/false). Every contact is validated "
     "first: one bad row rejects the whole list (422 naming each row and field) and nothing is queued.",
-    responses={202: {"description": "Queued", "content": {http.JSON_CONTENT_TYPE: {"model": BulkAccepted}}}}
+    responses=answer(
+        202, "Queued", BulkAccepted, links={"GetBulkRun": (GET_BULK_RUN, {"bulk_id": "$response.body#/id"})}
+    )
+    | answer(200, "dry_run=true: checked, nothing queued", DryRun)
     | error_responses(409, 413, 415, 422, 503),
 )
-def create_bulk_run(
+def create_bulk_run(  # Powertools passes every parameter by name
     flow_id: UUID,
+    *,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key."),
@@ -124,25 +139,32 @@ def create_bulk_run(
     flow_execution_variables: Annotated[
         str | None, Query(max_length=16_384, description="JSON object; for CSV or bare-list bodies.")
     ] = None,
+    on_duplicate: OnDuplicateQuery = OnDuplicate.DROP,
+    dry_run: DryRunQuery = False,
 ):
     event = app.current_event
+    settings = get_settings()
     request = parse_contacts(
         event.decoded_body or "",
         media_type_of(event.headers.get("content-type")),
         has_priority=has_priority,
         flow_execution_variables=variables_from_json(flow_execution_variables, field="query.flow_execution_variables"),
         location="body",
-        max_contacts=get_settings().bulk_max_contacts,
+        max_contacts=settings.bulk_max_contacts,
+        on_duplicate=on_duplicate,
     )
-    accepted = submit_bulk(BulkCommand(flow_id=flow_id, request=request, idempotency_key=idempotency_key))
+    command = BulkCommand(flow_id=flow_id, request=request, idempotency_key=idempotency_key)
+    if dry_run:
+        return json_response(200, bulk_dry_run(command, settings.bulk_chunk_size).model_dump_json())
+    accepted = submit_bulk(command)
     return json_response(202, accepted.model_dump_json(), {"Location": accepted.status_url})
 
 
 @app.get(
     "/bulk-runs/<bulk_id>",
+    operation_id=GET_BULK_RUN,
     summary="Follow a bulk run: counts per status and every chunk's status and Hilos execution",
-    responses={200: {"description": "Progress", "content": {http.JSON_CONTENT_TYPE: {"model": BulkRunStatus}}}}
-    | error_responses(404, 422),
+    responses=answer(200, "Progress", BulkRunStatus) | error_responses(404, 422),
 )
 def get_bulk_run(bulk_id: UUID):
     return json_response(200, bulk_service().status(bulk_id).model_dump_json())
@@ -153,4 +175,4 @@ def get_bulk_run(bulk_id: UUID):
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config().register_lambda_context(context)
-    return oversized_body_answer(event, get_settings()) or app.resolve(event, context)
+    return refused_body_answer(event, get_settings()) or app.resolve(event, context)

@@ -8,7 +8,10 @@
 
 Intentional deviations from Hilos' schema (README, "Reliability"), each enforced and tested elsewhere:
 - a request has 1 to MAX_CONTACTS_PER_RUN (1,000) contacts (Hilos: any number, even none);
-- a contact needs a non-blank phone or the id of an existing contact (Hilos: neither);
+- a contact needs a phone or the id of an existing contact (Hilos: neither), and a phone is a phone number: a
+  country code and a possible length, sent as + and digits (hilos_runner.phones; Hilos: any text of 30);
+- names, tag names and ids are one line of text (no control characters);
+- whole numbers are JSON's safe integers, +-(2^53 - 1);
 - a contact's meta is at most MAX_META_BYTES (16 KiB) of JSON;
 - unknown fields are refused, and so is ``created_on`` (a bookkeeping field Hilos' schema leaves writable);
 - a tag name is not empty; an email is a deliverable-looking address (email-validator, no display names),
@@ -51,11 +54,20 @@ def within_our_limits(schema: dict[str, Any]) -> dict[str, Any]:
         "enum": ["https://example.com/a?b=c", "http://crm.example.org/contacts/42", None],
     }
     contact["properties"]["meta"]["maxProperties"] = 5
+    # Phones as Hilos gets them (+ and digits); the formatting people type is exercised by tests/unit/test_phones.py.
+    contact["properties"]["phone"] = {
+        "type": "string",
+        "enum": [PHONE, "+525512345678", "+14155550100", "+447700900123"],
+    }
     defs["ContactTag"]["additionalProperties"] = False
     defs["ContactTag"]["properties"] = {"name": {"type": "string", "minLength": 1, "maxLength": 100}}
     narrowed["additionalProperties"] = False
     narrowed["properties"]["contact_list"].update(minItems=1, maxItems=4)
     return narrowed
+
+
+# Text without control characters (our one-line rule; a line break in a name is refused by its own tests).
+ONE_LINE = st.characters(exclude_categories=("Cc", "Cs"))
 
 
 def from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> st.SearchStrategy[Any]:
@@ -75,13 +87,15 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> s
         elif kind == "boolean":
             options.append(st.booleans())
         elif kind == "integer":
-            options.append(st.integers(min_value=-(2**53), max_value=2**53))
+            options.append(st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1))
         elif kind == "string" and schema.get("format") == "uuid":
             options.append(st.uuids().map(str))
         elif kind == "string" and schema.get("format") == "date-time":
             options.append(st.datetimes().map(lambda moment: moment.isoformat() + "Z"))
         elif kind == "string":
-            options.append(st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 40), 40)))
+            options.append(
+                st.text(ONE_LINE, min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 40), 40))
+            )
         elif kind == "array":
             items = from_schema(schema.get("items", {}), defs)
             options.append(st.lists(items, min_size=schema.get("minItems", 0), max_size=schema.get("maxItems", 3)))
@@ -109,7 +123,7 @@ ALLOWED = from_schema(within_our_limits(REQUEST_SCHEMA))
 def reachable(body: dict[str, Any]) -> dict[str, Any]:
     """Give a contact without a usable phone or id a phone (our rule); everything else as generated."""
     for contact in body["contact_list"]:
-        if "id" not in contact and not str(contact.get("phone", "")).strip():
+        if "id" not in contact and "phone" not in contact:
             contact["phone"] = PHONE
     return body
 

@@ -99,7 +99,13 @@ class TestSubmit:
 
         assert answer.status == 202
         bulk_id = answer.body["id"]
-        assert answer.body == {"id": bulk_id, "num_contacts": 2500, "chunks": 10, "status_url": f"/bulk-runs/{bulk_id}"}
+        assert answer.body == {
+            "id": bulk_id,
+            "num_contacts": 2500,
+            "chunks": 10,
+            "status_url": f"/bulk-runs/{bulk_id}",
+            "duplicates_removed": None,
+        }
         assert answer.headers["Location"] == f"/bulk-runs/{bulk_id}"
 
         messages = sorted(runs_queue.take_bodies(), key=lambda m: m["chunk_index"])
@@ -220,11 +226,11 @@ class TestSubmit:
     @pytest.mark.parametrize(
         ("body", "headers", "query", "field"),
         [
-            ("phone,phone_number\n+521,+522\n", {"content-type": "text/csv"}, {}, "body.row.1.column.2"),
+            ("phone,phone_number\n+5215500000001,+522\n", {"content-type": "text/csv"}, {}, "body.row.1.column.2"),
             ("", {"content-type": "text/csv"}, {}, "body.row.1"),
-            ('{"contact_list": [', {"content-type": "application/json"}, {}, "body"),
+            ('{"contact_list": [', {"content-type": "application/json"}, {}, "body.contact_list.0"),
             ({"contact_list": contacts(1), "has_priority": False}, {}, {"has_priority": "true"}, "body.has_priority"),
-            ("phone\n+521\n", {"content-type": "text/csv"}, {"flow_execution_variables": "[1]"}, None),
+            ("phone\n+5215500000001\n", {"content-type": "text/csv"}, {"flow_execution_variables": "[1]"}, None),
         ],
     )
     def test_unreadable_input_is_422_naming_where(self, body: Any, headers: dict, query: dict, field: str | None):

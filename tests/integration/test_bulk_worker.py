@@ -297,8 +297,8 @@ class TestOutcomes:
         "body",
         [
             "not json at all",
-            json.dumps({"flow_id": "not-a-flow", "contact_list": [{"phone": "+521"}]}),
-            json.dumps({"flow_id": FLOW_ID, "contact_list": [{"phone": "+521", "phone_number": "x"}]}),
+            json.dumps({"flow_id": "not-a-flow", "contact_list": [{"phone": "+5215500000001"}]}),
+            json.dumps({"flow_id": FLOW_ID, "contact_list": [{"phone": "+5215500000001", "phone_number": "x"}]}),
             json.dumps({"flow_id": FLOW_ID, "contact_list": [], "surprise": 1}),
         ],
     )

@@ -166,3 +166,33 @@ def test_schema_event_prints_the_completion_event_schema(tmp_path: Path):
     assert out != queued_run_json_schema()
     assert run("schema", "--event", "--output", str(tmp_path / "e.json"))[0] == 0
     assert (tmp_path / "e.json").read_text() == out
+
+
+def test_dry_run_checks_the_file_says_what_it_would_send_and_sends_nothing(tmp_path: Path, runs_queue: RunsQueue):
+    rows = run_body(600)["contact_list"]
+    rows[500]["phone"] = rows[3]["phone"].replace("+52", "+52 ")  # the same phone, spelled otherwise
+    path = write_csv(tmp_path / "contacts.csv", rows, ["phone", "first_name"])
+
+    status, out, err = run("enqueue", "--flow-id", FLOW_ID, "--queue-url", runs_queue.url, "--dry-run", str(path))
+
+    assert status == 0, err
+    assert "contacts:       599" in out
+    assert "chunks:         3 (at most 250 contacts each)" in out
+    assert "messages sent:  0 (--dry-run: nothing was sent)" in out
+    assert "duplicates removed: 1" in err
+    assert "row 502: same phone as row 5" in err
+    assert runs_queue.take_bodies() == []
+
+
+def test_on_duplicate_reject_refuses_the_file(tmp_path: Path, runs_queue: RunsQueue):
+    rows = run_body(3)["contact_list"]
+    rows[2]["phone"] = rows[0]["phone"]
+    path = write_csv(tmp_path / "contacts.csv", rows, ["phone", "first_name"])
+
+    status, _, err = run(
+        "enqueue", "--flow-id", FLOW_ID, "--queue-url", runs_queue.url, "--on-duplicate", "reject", str(path)
+    )
+
+    assert status == 1
+    assert "row 4: the same phone (or id) as row.2" in err
+    assert runs_queue.take_bodies() == []

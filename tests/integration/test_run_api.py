@@ -79,9 +79,9 @@ class TestCreateRun:
         body = {
             "execute_for": "ALL",
             "contact_list": [
-                {"phone": "+52" + "1" * 40, "email": "not-an-email", "phone_number": "+521"},
+                {"phone": "+52" + "1" * 40, "email": "not-an-email", "phone_number": "+5215500000001"},
                 {"first_name": "no phone"},
-                {"phone": "+521", "notes": ["read-only"], "tags": [{"name": "x" * 101}]},
+                {"phone": "+5215500000001", "notes": ["read-only"], "tags": [{"name": "x" * 101}]},
             ],
         }
         answer = call_run_api("POST", RUNS_PATH, body)

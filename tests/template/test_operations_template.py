@@ -362,8 +362,7 @@ def test_the_status_sync_role_grants_exactly_what_the_sync_uses(translated: dict
         ("dynamodb:Query", on({"Fn::Sub": "${ExecutionsTable.Arn}/index/sync-pending"})),
         ("dynamodb:GetItem", on(TABLE_ARN)),
         ("dynamodb:PutItem", on(TABLE_ARN)),
-        ("dynamodb:UpdateItem", on(TABLE_ARN)),
-        ("dynamodb:BatchGetItem", on(TABLE_ARN)),
+        ("dynamodb:UpdateItem", on(TABLE_ARN)),  # the lease's release (hilos_runner.lease)
         ("secretsmanager:GetSecretValue", on(TOKEN_SECRET)),
         ("events:PutEvents", on(BUS_ARN)),
         ("logs:CreateLogStream", on({"Fn::GetAtt": ["StatusSyncFunctionLogs", "Arn"]})),
@@ -376,7 +375,9 @@ def test_the_status_sync_role_grants_exactly_what_the_sync_uses(translated: dict
 
 def test_the_api_role_may_update_records_and_publish_completion_events(translated: dict[str, Any]):
     granted = grants(translated, "RunApiFunctionRole")
-    assert ("dynamodb:UpdateItem", on(TABLE_ARN)) in granted
+    # A refresh writes the record with a conditional PutItem; UpdateItem is granted on no table of records.
+    assert ("dynamodb:PutItem", on(TABLE_ARN)) in granted
+    assert ("dynamodb:UpdateItem", on(TABLE_ARN)) not in granted
     assert {(action, resource) for action, resource in granted if action.startswith("events:")} == {
         ("events:PutEvents", on(BUS_ARN))
     }

@@ -75,7 +75,7 @@ class TestChunkMessages:
         assert [m.idempotency_key for m in keyed] == ["crm-7-0", "crm-7-1"]
 
     def test_what_the_caller_sent_is_what_the_message_carries(self):
-        contacts = [{"phone": "+521", "last_name": None}, {"phone": "+522", "source": "crm"}]
+        contacts = [{"phone": "+5215500000001", "last_name": None}, {"phone": "+5215500000002", "source": "crm"}]
         bulk = BulkRunRequest.model_validate(
             {"contact_list": contacts, "has_priority": True, "flow_execution_variables": None}
         )

@@ -29,10 +29,10 @@ def test_the_schema_file_is_current():
     [
         (queued_run(2, has_priority=True, idempotency_key="crm-1", flow_execution_variables={"a": 1}), True),
         (queued_run(1, **BULK_REFERENCES), True),
-        (queued_run(1, phone_number="+521"), False),
-        ({"flow_id": "not-a-uuid", "contact_list": [{"phone": "+521"}]}, False),
+        (queued_run(1, phone_number="+5215500000001"), False),
+        ({"flow_id": "not-a-uuid", "contact_list": [{"phone": "+5215500000001"}]}, False),
         ({"flow_id": FLOW_ID, "contact_list": []}, False),
-        ({"flow_id": FLOW_ID, "contact_list": [{"phone": "+521", "nickname": "x"}]}, False),
+        ({"flow_id": FLOW_ID, "contact_list": [{"phone": "+5215500000001", "nickname": "x"}]}, False),
     ],
 )
 def test_the_schema_and_the_model_agree(message: dict, valid: bool):
@@ -70,7 +70,7 @@ def test_producer_keys_follow_the_api_pattern_and_never_look_derived(key: str):
 
 def test_the_hilos_request_carries_exactly_what_the_producer_sent():
     message = QueuedRun.model_validate(
-        {"flow_id": FLOW_ID, "contact_list": [{"phone": "+521", "email": None}, {"phone": "+522"}]}
+        {"flow_id": FLOW_ID, "contact_list": [{"phone": "+5215500000001", "email": None}, {"phone": "+5215500000002"}]}
     )
 
     request = message.run_request(message.contact_list[1:])
@@ -78,12 +78,12 @@ def test_the_hilos_request_carries_exactly_what_the_producer_sent():
     assert json.loads(request.hilos_body()) == {
         "execute_for": "LIST",
         "has_priority": False,
-        "contact_list": [{"phone": "+522"}],
+        "contact_list": [{"phone": "+5215500000002"}],
     }
     assert json.loads(message.run_request(message.contact_list[:1]).hilos_body())["contact_list"] == [
-        {"phone": "+521", "email": None}
+        {"phone": "+5215500000001", "email": None}
     ]
     assert message.body() == json.dumps(
-        {"flow_id": FLOW_ID, "contact_list": [{"phone": "+521", "email": None}, {"phone": "+522"}]},
+        {"flow_id": FLOW_ID, "contact_list": [{"phone": "+5215500000001", "email": None}, {"phone": "+5215500000002"}]},
         separators=(",", ":"),
     )

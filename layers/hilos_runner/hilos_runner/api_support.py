@@ -1,17 +1,22 @@
 """What run_api's resolver needs besides its routes: JSON answers, the one error shape for every
-exception, the body-size guard, and the OpenAPI document and Swagger UI built on first request.
+exception, the body guard (size and media type), and the OpenAPI document and Swagger UI built on first request.
 
 Kept out of the handler so that ``functions/run_api/run_api.py`` holds routes and nothing else.
 """
 
+import json
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from hilos_runner import http
 from hilos_runner.errors import HilosRunnerError
+from hilos_runner.json_input import MAX_INTEGER
 from hilos_runner.observability import logger
 from hilos_runner.settings import Settings
 
@@ -20,22 +25,66 @@ def json_response(status: int, body: str, headers: dict[str, str] | None = None)
     return Response(status_code=status, content_type=http.JSON_CONTENT_TYPE, body=body, headers=headers)
 
 
+def answer(
+    status: int, description: str, model: type, *, links: dict[str, tuple[str, dict[str, str]]] | None = None
+) -> dict[int, Any]:
+    """An OpenAPI ``responses`` entry with a JSON body of ``model``; ``links``: name -> (operationId, parameters)."""
+    entry: dict[str, Any] = {"description": description, "content": {http.JSON_CONTENT_TYPE: {"model": model}}}
+    if links:
+        entry["links"] = {name: {"operationId": to, "parameters": values} for name, (to, values) in links.items()}
+    return {status: entry}
+
+
 def error_responses(*statuses: int) -> dict[int, Any]:
     """OpenAPI ``responses`` entries for error statuses, all in the one error shape."""
     content = {http.JSON_CONTENT_TYPE: {"model": http.ErrorBody}}
     return {status: {"description": "Error", "content": content} for status in statuses}
 
 
-def oversized_body_answer(event: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
-    """A 413 answer when the body is over its route's limit (checked before routing and validation)."""
-    # Contact files are larger than run bodies; everything else keeps the small limit.
-    is_bulk = str(event.get("rawPath", "")).endswith("/bulk-runs")
-    limit = settings.bulk_max_body_bytes if is_bulk else settings.max_body_bytes
-    if len(event.get("body") or "") <= limit:
+# What each POST route reads: its body size limit (a Settings field) and the media types it takes.
+_JSON = ("application/json",)
+_BODY_RULES = {"/runs": ("max_body_bytes", _JSON), "/bulk-runs": ("bulk_max_body_bytes", (*_JSON, "text/csv"))}
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def body_size(event: dict[str, Any]) -> int:
+    """Bytes of the body as sent: API Gateway base64-encodes bodies that are not text, 4 characters per 3 bytes."""
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return len(body.encode())
+    return len(body) * 3 // 4 - body[-2:].count("=")
+
+
+def media_type(event: dict[str, Any]) -> str:
+    """The Content-Type's essence (``application/json``), or "" when none is given (taken as JSON)."""
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    return str(headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def refused_body_answer(event: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """413 for a body over its route's limit, 415 for a media type the route does not read; checked before
+    routing and validation, so neither costs a parse."""
+    path = str(event.get("rawPath", ""))
+    rule = next((rule for suffix, rule in _BODY_RULES.items() if path.endswith(suffix)), None)
+    if rule is None or event.get("requestContext", {}).get("http", {}).get("method") != "POST":
         return None
-    return http.api_gateway_error(
-        413, "body_too_large", f"the body exceeds {limit} bytes", [{"field": "body", "reason": "too large"}]
-    )
+    limit_setting, accepted = rule
+    limit = getattr(settings, limit_setting)
+    if body_size(event) > limit:
+        return http.api_gateway_error(
+            413, "body_too_large", f"the body exceeds {limit} bytes", [{"field": "body", "reason": "too large"}]
+        )
+    essence = media_type(event)
+    if essence and essence not in accepted:
+        hint = " (curl -d sends a form: add -H 'Content-Type: application/json')" if essence in _FORM_TYPES else ""
+        reason = f"send {' or '.join(accepted)}, not {essence[:100]}{hint}"
+        return http.api_gateway_error(
+            415,
+            "unsupported_media_type",
+            f"this route reads {' or '.join(accepted)}",
+            [{"field": "header.content-type", "reason": reason}],
+        )
+    return None
 
 
 def install_error_handlers(app: APIGatewayHttpResolver) -> None:
@@ -45,6 +94,12 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
     def _invalid_request(error: RequestValidationError) -> Response:
         details = http.validation_details(error.errors())
         return json_response(422, http.error_body("validation_error", "the request is not valid", details))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_media_type(_: RequestUnsupportedContentType) -> Response:
+        # refused_body_answer answers first; this is the backstop for a route it does not know.
+        details = [{"field": "header.content-type", "reason": "send application/json"}]
+        return json_response(415, http.error_body("unsupported_media_type", "the body must be JSON", details))
 
     @app.exception_handler(UnicodeDecodeError)
     def _not_text(_: UnicodeDecodeError) -> Response:
@@ -70,13 +125,101 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
         return json_response(500, http.error_body("internal_error", "unexpected error; it has been logged"))
 
 
+# The answers of the gateway in front of every route (the JWT authorizer, the URL length), and of the body guard.
+_GATEWAY_ANSWERS = {401: "No valid bearer token (the JWT authorizer)", 414: "The URL is too long"}
+_BODY_ANSWERS = {413: "The body is over the route's limit", 415: "The body's media type is not one the route reads"}
+_NO_NUL = {"pattern": "^[^\\u0000]*$"}
+_BOUNDED_JSON = {
+    "description": "Any JSON value: no NaN/Infinity, whole numbers within +-(2^53 - 1), no NUL in strings.",
+    "anyOf": [
+        {"type": "string", **_NO_NUL},
+        {"type": "integer", "minimum": -MAX_INTEGER, "maximum": MAX_INTEGER},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+    ],
+}
+
+
+def stated_truths(document: dict[str, Any]) -> dict[str, Any]:
+    """What Powertools cannot say from the routes' signatures, added to its document: the gateway's and the body
+    guard's answers on every operation, the bulk route's two media types (it reads its body itself), and JSON
+    values as json_input reads them."""
+    from hilos_runner.messages import BulkRunRequest
+
+    document.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "The JWT authorizer's token",
+        }
+    }
+    document["security"] = [{"bearer": []}]  # every route: the deployed API puts the JWT authorizer on each
+    components = document["components"].setdefault("schemas", {})
+    components["JsonValue"] = _BOUNDED_JSON
+    error = {"content": {http.JSON_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            answers = _GATEWAY_ANSWERS | (_BODY_ANSWERS if method == "post" else {})
+            for status, description in answers.items():
+                operation["responses"].setdefault(str(status), {"description": description, **error})
+            if path.endswith("/bulk-runs") and method == "post":
+                operation["requestBody"] = _bulk_request_body(BulkRunRequest, components)
+                _json_object_parameter(operation, "flow_execution_variables")
+    _keys_without_nul(document)
+    return document
+
+
+def _keys_without_nul(schema: Any) -> None:
+    """Every object of free-form JSON (meta, flow_execution_variables) takes no NUL in its keys either."""
+    if isinstance(schema, dict):
+        if schema.get("additionalProperties") == {"$ref": "#/components/schemas/JsonValue"}:
+            schema["propertyNames"] = _NO_NUL
+        for value in schema.values():
+            _keys_without_nul(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _keys_without_nul(value)
+
+
+def _json_object_parameter(operation: dict[str, Any], name: str) -> None:
+    """A query parameter that carries a JSON object (variables_from_json): described by its content, not as text."""
+    for parameter in operation.get("parameters", []):
+        if parameter["name"] == name:
+            parameter.pop("schema", None)
+            object_schema = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
+            parameter["content"] = {http.JSON_CONTENT_TYPE: {"schema": object_schema}}
+
+
+def _bulk_request_body(model: Any, components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["BulkRunRequest"] = schema
+    contacts = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Contact"}}
+    return {
+        "required": True,
+        "content": {
+            http.JSON_CONTENT_TYPE: {"schema": {"anyOf": [{"$ref": "#/components/schemas/BulkRunRequest"}, contacts]}},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": 'phone,first_name,meta\n+5215512345678,Ana,"{""plan"": ""gold""}"\n',
+            },
+        },
+    }
+
+
 def install_docs(app: APIGatewayHttpResolver, *, title: str, version: str) -> None:
     """``/openapi.json`` and ``/swagger``, as Powertools' enable_swagger() serves them, but built on their
     first request: enable_swagger() imports Powertools' OpenAPI models (~0.2 s of every cold start)."""
 
     @cache
     def document() -> str:
-        return app.get_openapi_json_schema(title=title, version=version)
+        generated = json.loads(app.get_openapi_json_schema(title=title, version=version))
+        return json.dumps(stated_truths(generated), separators=(",", ":"))
 
     def escaped_document() -> str:  # safe inside the page's <script>
         return document().replace("</", "<\\/")

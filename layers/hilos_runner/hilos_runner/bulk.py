@@ -19,6 +19,7 @@ from uuid import UUID, uuid4, uuid5
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hilos_runner.chunking import chunk_messages, chunk_run_id
+from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
 from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus
 from hilos_runner.messages import BulkRunRequest, QueuedRun
@@ -70,6 +71,7 @@ class BulkAccepted(BaseModel):
     num_contacts: int
     chunks: int = Field(description="Queued messages, one Hilos call each.")
     status_url: str = Field(description="Where to follow the bulk run: GET /bulk-runs/{id}.")
+    duplicates_removed: DuplicatesRemoved | None = None
 
 
 class BulkProgress(StrEnum):
@@ -126,7 +128,11 @@ class BulkRunService:
         bulk_id = _bulk_id(command)
         messages = chunk_messages(command.flow_id, request, chunk_size=self._chunk_size, bulk_id=bulk_id)
         accepted = BulkAccepted(
-            id=bulk_id, num_contacts=len(request.contact_list), chunks=len(messages), status_url=status_url(bulk_id)
+            id=bulk_id,
+            num_contacts=len(request.contact_list),
+            chunks=len(messages),
+            status_url=status_url(bulk_id),
+            duplicates_removed=request.duplicates_removed,
         )
         parent = self._store.get(bulk_id) if command.idempotency_key else None
         if parent is None:
@@ -255,4 +261,5 @@ def _parent_record(command: BulkCommand, bulk_id: UUID, num_chunks: int) -> Exec
         num_contacts=len(command.request.contact_list),
         idempotency_key=command.idempotency_key,
         num_chunks=num_chunks,
+        duplicates_removed=removed.for_record() if (removed := command.request.duplicates_removed) else None,
     )

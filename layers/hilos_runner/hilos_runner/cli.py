@@ -1,12 +1,14 @@
 """``hilos-runner``: the command line for people holding a contact file, and for maintainers.
 
     hilos-runner enqueue --flow-id UUID [--queue-url URL | --stack-name NAME] [--chunk-size N]
-                         [--has-priority] [--variables JSON] [--idempotency-key KEY] contacts.csv|.json
+                         [--has-priority] [--variables JSON] [--idempotency-key KEY]
+                         [--on-duplicate drop|reject] [--dry-run] contacts.csv|.json
     hilos-runner schema [--event] [--output schemas/queued-run.schema.json]
 
 ``enqueue`` validates the whole file first with the bulk API's own reader (hilos_runner.contacts_input)
-and stops, sending nothing, if any row is bad; otherwise it splits the contacts with the bulk API's
-chunking and sends the messages with SendMessageBatch, with a progress bar on large files.
+and stops, sending nothing, if any row is bad (or, with ``--dry-run``, after saying what it would send);
+otherwise it splits the contacts with the bulk API's chunking and sends the messages with SendMessageBatch,
+with a progress bar on large files.
 
 The queue is ``--queue-url``, or the RunsQueueUrl output of the CloudFormation stack ``--stack-name``,
 or the local stack's (``make dev`` writes .local/stack.json). This module lives in the layer package so
@@ -25,6 +27,7 @@ from typing import Any, TextIO
 from uuid import UUID
 
 from hilos_runner.contacts_input import MediaType, parse_contacts, variables_from_json
+from hilos_runner.duplicates import OnDuplicate
 from hilos_runner.errors import InvalidRequestError
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
 
@@ -74,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
         type=_key_prefix,
         help="messages get KEY-0, KEY-1, ...: running the same command again within the idempotency TTL "
         "starts nothing twice",
+    )
+
+    enqueue.add_argument(
+        "--on-duplicate",
+        choices=[choice.value for choice in OnDuplicate],
+        default=OnDuplicate.DROP.value,
+        help="a phone repeated in the file: drop later copies (default, listed) or refuse the file",
+    )
+    enqueue.add_argument(
+        "--dry-run", action="store_true", help="check the file and say what would be sent; send nothing"
     )
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a queued-run message")
@@ -129,7 +142,13 @@ def _enqueue(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise CliError(f"{args.file}: {exc.strerror}") from None
     try:
         variables = variables_from_json(args.variables, field="--variables")
-        request = parse_contacts(data, media_type, has_priority=args.has_priority, flow_execution_variables=variables)
+        request = parse_contacts(
+            data,
+            media_type,
+            has_priority=args.has_priority,
+            flow_execution_variables=variables,
+            on_duplicate=OnDuplicate(args.on_duplicate),
+        )
     except InvalidRequestError as problem:
         print(f"{args.file}: {problem.message}", file=err)
         for detail in problem.details:
@@ -138,6 +157,16 @@ def _enqueue(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     chunk_size = args.chunk_size or get_settings().bulk_chunk_size
     messages = chunk_messages(args.flow_id, request, chunk_size=chunk_size, idempotency_key_prefix=args.idempotency_key)
+    removed = request.duplicates_removed
+    if removed is not None:
+        print(f"duplicates removed: {removed.count} (a phone already listed earlier in the file)", file=err)
+        for row in removed.rows[:10]:
+            print(f"  {_readable(row.field)}: same phone as {_readable(row.same_as)}", file=err)
+    if args.dry_run:
+        print(f"contacts:       {len(request.contact_list)}", file=out)
+        print(f"chunks:         {len(messages)} (at most {chunk_size} contacts each)", file=out)
+        print("messages sent:  0 (--dry-run: nothing was sent)", file=out)
+        return 0
     queue_url, client = _queue(args)
     with _progress(len(messages), enabled=len(request.contact_list) >= PROGRESS_BAR_MIN_CONTACTS, out=err) as bar:
         failed = QueueSender(client, queue_url).send([message.body() for message in messages], on_sent=bar.update)

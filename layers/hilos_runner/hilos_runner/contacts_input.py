@@ -15,13 +15,15 @@ outside the file (query parameters, CLI options) for CSV and for a bare JSON lis
 """
 
 import csv
+import difflib
 import io
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from hilos_runner import json_input
+from hilos_runner.duplicates import OnDuplicate, without_duplicates
 from hilos_runner.errors import InvalidRequestError, UnsupportedMediaTypeError
 from hilos_runner.http import validation_details
 from hilos_runner.messages import BulkRunRequest
@@ -50,10 +52,7 @@ def variables_from_json(text: str | None, *, field: str) -> dict[str, Any] | Non
     """``flow_execution_variables`` given as JSON text outside the body (query parameter, CLI option)."""
     if text is None:
         return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
+    value = json_input.loads(text, location=field)
     if not isinstance(value, dict):
         raise InvalidRequestError(
             "flow_execution_variables must be a JSON object", details=[{"field": field, "reason": "not a JSON object"}]
@@ -69,21 +68,36 @@ def parse_contacts(
     flow_execution_variables: dict[str, Any] | None = None,
     location: str = "",
     max_contacts: int | None = None,
+    on_duplicate: OnDuplicate = OnDuplicate.DROP,
 ) -> BulkRunRequest:
     """The validated bulk request in ``data``; raises ``InvalidRequestError`` listing every problem,
     with field paths under ``location`` (the API says ``body``). More than ``max_contacts`` contacts
-    are refused before any is validated."""
+    are refused before any is validated. Later copies of a contact's phone are dropped (noted in the
+    request's ``duplicates_removed``) or, with ``on_duplicate=reject``, refused."""
     outside = {"has_priority": has_priority, "flow_execution_variables": flow_execution_variables}
     outside = {name: value for name, value in outside.items() if value is not None}
     try:
         text = _text_of(data)
         if media_type == "csv":
-            return _from_csv(text, outside, max_contacts)
-        return _from_json(text, outside, max_contacts)
+            request, rows = _from_csv(text, outside, max_contacts)
+            field_of = _named(location, lambda i: f"row.{rows[i]}")
+        else:
+            request, field_of = _from_json(text, outside, max_contacts), _named(location, lambda i: f"contact_list.{i}")
     except InvalidRequestError as error:
         if location:
             error.details = [{**d, "field": ".".join(p for p in (location, d["field"]) if p)} for d in error.details]
         raise
+    contacts, duplicates = without_duplicates(request.contact_list, on_duplicate, field_of)
+    if duplicates is None:
+        return request
+    deduplicated = request.model_copy(update={"contact_list": contacts})
+    deduplicated._duplicates_removed = duplicates
+    return deduplicated
+
+
+def _named(location: str, field_of: Callable[[int], str]) -> Callable[[int], str]:
+    """Field names of contacts as the answer gives them, under ``location`` (``body.row.9``)."""
+    return (lambda i: f"{location}.{field_of(i)}") if location else field_of
 
 
 def _text_of(data: bytes | str) -> str:
@@ -140,13 +154,7 @@ def _check_count(count: int, max_contacts: int | None) -> None:
 
 
 def _from_json(text: str, outside: dict[str, Any], max_contacts: int | None) -> BulkRunRequest:
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        # The decoder's message gives the position only, never the content.
-        raise InvalidRequestError(
-            "the body is not valid JSON", details=[{"field": "", "reason": f"not valid JSON: {exc}"}]
-        ) from None
+    document = json_input.loads(text, location="")
     problems = _Problems()
     if isinstance(document, list):
         document = {"contact_list": document}
@@ -205,9 +213,10 @@ def _tags(cell: str) -> list[dict[str, str]]:
 
 def _json_object(cell: str) -> dict[str, Any]:
     try:
-        value = json.loads(cell)
-    except ValueError:
-        value = None
+        value = json_input.loads(cell, location="")
+    except InvalidRequestError as error:
+        (detail,) = error.details
+        raise ValueError(f"{detail['reason']} (at {detail['field'] or 'the top'})") from None
     if not isinstance(value, dict):
         raise ValueError('expected a JSON object, e.g. {"plan": "gold"}')
     return value
@@ -230,7 +239,8 @@ _CELL_DECODERS: Mapping[str, Callable[[str], Any]] = {
 }
 
 
-def _from_csv(text: str, outside: dict[str, Any], max_contacts: int | None) -> BulkRunRequest:
+def _from_csv(text: str, outside: dict[str, Any], max_contacts: int | None) -> tuple[BulkRunRequest, list[int]]:
+    """The request, and the spreadsheet row of each of its contacts."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -262,7 +272,7 @@ def _from_csv(text: str, outside: dict[str, Any], max_contacts: int | None) -> B
             contacts.append(contact)
     if not problems.details:
         try:
-            return BulkRunRequest.model_validate({"contact_list": contacts, **outside})
+            return BulkRunRequest.model_validate({"contact_list": contacts, **outside}), [row for row, _ in rows]
         except ValidationError as error:
             problems.add_validation(error, row=0)
     problems.raise_if_any(total, "rows")
@@ -273,12 +283,26 @@ def _check_header(columns: list[str]) -> None:
     details = []
     for position, name in enumerate(columns, start=1):
         if name not in Contact.model_fields:
-            reason = "empty column name" if not name else f"unknown column {name[:100]!r} (not a contact field)"
+            reason = "empty column name" if not name else _unknown_column(name)
             details.append({"field": f"row.1.column.{position}", "reason": reason})
         elif columns.index(name) != position - 1:
             details.append({"field": f"row.1.column.{position}", "reason": f"column {name!r} appears twice"})
     if details:
         raise InvalidRequestError("the CSV header is not valid; nothing was queued", details=details)
+
+
+_OTHER_SEPARATORS = (";", "\t", "|")
+
+
+def _unknown_column(name: str) -> str:
+    """Why a header cell is not a contact field, and what the file probably meant."""
+    reason = f"unknown column {name[:100]!r} (not a contact field)"
+    separator = next((mark for mark in _OTHER_SEPARATORS if mark in name), None)
+    if separator is not None:
+        return f"{reason}; the file seems to separate columns with {separator!r}: save it with ',' separators"
+    close = difflib.get_close_matches(name.lower().replace(" ", "_"), list(Contact.model_fields), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{reason}; {hint}other data goes in the meta column, as a JSON object"
 
 
 def _contact_from_row(row: int, columns: list[str], cells: list[str], problems: _Problems) -> Contact | None:

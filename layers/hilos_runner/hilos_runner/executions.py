@@ -31,6 +31,7 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, Field, PlainSerializer
 
+from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
 
 FLOW_INDEX_NAME = "by-flow"
@@ -175,6 +176,9 @@ class ExecutionRecord(BaseModel):
     # Identify the run among Hilos' executions (hilos_runner.matching); kept in the table, never answered.
     contacts_digest: str | None = Field(default=None, exclude=True)
     contact_ids: list[str] | None = Field(default=None, exclude=True)
+    duplicates_removed: DuplicatesRemoved | None = Field(
+        default=None, description="Contacts dropped because an earlier one had the same phone (or id)."
+    )
     created_at: Timestamp = Field(default_factory=utc_now)
     updated_at: Timestamp = Field(default_factory=utc_now)
 
@@ -398,7 +402,7 @@ class ExecutionStore:
             raise DependencyUnavailableError(f"DynamoDB {operation} failed ({type(exc).__name__})") from exc
 
 
-# Items are strings, numbers and one map of numbers (counters): mapping them by hand is a few lines and
+# Items are strings, numbers, maps and lists (counters, duplicates_removed): mapping them by hand is a few lines and
 # keeps boto3's resource layer (and its cold-start cost) out of the functions.
 def _to_item(record: ExecutionRecord) -> dict[str, Any]:
     return {name: _attribute(value) for name, value in record.model_dump(mode="json", exclude_none=True).items()}
@@ -407,6 +411,8 @@ def _to_item(record: ExecutionRecord) -> dict[str, Any]:
 def _attribute(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return {"M": {name: _attribute(inner) for name, inner in value.items()}}
+    if isinstance(value, list):
+        return {"L": [_attribute(inner) for inner in value]}
     return {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
 
 
@@ -414,6 +420,8 @@ def _plain(attribute: dict[str, Any]) -> Any:
     kind, value = next(iter(attribute.items()))
     if kind == "M":
         return {name: _plain(inner) for name, inner in value.items()}
+    if kind == "L":
+        return [_plain(inner) for inner in value]
     return sorted(value) if kind == "SS" else value
 
 

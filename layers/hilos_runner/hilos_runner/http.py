@@ -83,6 +83,8 @@ def validation_details(pydantic_errors: Sequence[Any]) -> list[dict[str, str]]:
         location = [str(part) for part in error.get("loc", ())]
         if error.get("type") == "extra_forbidden":
             reason = "unknown field (not accepted by Hilos)"
+        elif error.get("type") == "value_error" and "error" in error.get("ctx", {}):
+            reason = str(error["ctx"]["error"])  # without pydantic's "Value error, " prefix
         else:
             reason = str(error.get("msg", "invalid value"))
         details.append({"field": ".".join(location), "reason": reason})

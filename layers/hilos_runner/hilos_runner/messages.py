@@ -10,8 +10,19 @@ import json
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictBool, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    StrictBool,
+    TypeAdapter,
+    model_validator,
+)
 
+from hilos_runner.duplicates import DuplicatesRemoved, OnDuplicate
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, Contact, FlowRunRequest
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
 
@@ -59,6 +70,11 @@ class QueuedRun(BaseModel):
         description="Messages with the same key start Hilos at most once (within the idempotency TTL); "
         "without one, the SQS message id is the key.",
     )
+    on_duplicate: OnDuplicate = Field(
+        default=OnDuplicate.DROP,
+        description="drop: later contacts with an earlier contact's phone (or id) are dropped and the record "
+        "says which; reject: such a message is recorded REJECTED, listing them.",
+    )
     bulk_id: UUID | None = Field(default=None, description="Set by the API: the bulk run this chunk belongs to.")
     chunk_index: int | None = Field(default=None, ge=0, description="Set by the API: position of this chunk.")
     run_id: UUID | None = Field(default=None, description="Set by the API: the chunk's execution record.")
@@ -98,6 +114,12 @@ class BulkRunRequest(BaseModel):
     flow_execution_variables: Annotated[dict[str, JsonValue] | None, AfterValidator(_fits_a_message)] = Field(
         default=None, description="Variables available to the flow in this execution."
     )
+    # Set by hilos_runner.contacts_input when it dropped repeated contacts from the list as read.
+    _duplicates_removed: DuplicatesRemoved | None = PrivateAttr(default=None)
+
+    @property
+    def duplicates_removed(self) -> DuplicatesRemoved | None:
+        return self._duplicates_removed
 
 
 def queued_run_json_schema() -> str:

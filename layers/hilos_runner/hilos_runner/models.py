@@ -29,9 +29,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
+
+from hilos_runner import phones
+from hilos_runner.json_input import MAX_INTEGER
 
 # One synchronous Hilos call carries at most this many contacts; larger lists go through bulk runs.
 MAX_CONTACTS_PER_RUN = 1000
+# Whole numbers within JSON's safe integers, as json_input reads them.
+WholeNumber = Annotated[StrictInt, Field(ge=-MAX_INTEGER, le=MAX_INTEGER)]
 # A contact's `meta` beyond this many bytes of JSON is refused: it is stored by Hilos per contact.
 MAX_META_BYTES = 16_384
 
@@ -81,6 +88,18 @@ def _checked_uri(value: str) -> str:
     return value
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str | None) -> str | None:
+    """Names and identifiers are one line of text, as Hilos shows them."""
+    if value is not None and _CONTROL_CHARACTERS.search(value):
+        raise PydanticCustomError("control_character", "contains a control character (NUL, a line break, ...)")
+    return value
+
+
+_ONE_LINE: JsonDict = {"pattern": "^[^\\u0000-\\u001f\\u007f]*$"}
+_ONE_LINE_FIELDS = ("first_name", "last_name", "source", "external_id", "native_id", "wa_id")
 Email = Annotated[str, Field(max_length=254), AfterValidator(_checked_email)]
 Uri = Annotated[str, Field(max_length=200), AfterValidator(_checked_uri)]
 
@@ -92,7 +111,9 @@ class ContactTag(BaseModel):
 
     model_config = _strict_input
 
-    name: str = Field(max_length=100, min_length=1)
+    name: str = Field(max_length=100, min_length=1, json_schema_extra=_ONE_LINE)
+
+    _one_line = field_validator("name")(_printable)
 
 
 # Fields Hilos documents as optional but not nullable: they may be left out, not sent as null.
@@ -110,27 +131,55 @@ _NOT_NULLABLE = (
 )
 
 
+def _contact_schema(schema: JsonDict) -> None:
+    """What the validators below enforce, stated for generated clients and testers: a contact needs a phone or
+    an id (_reachable), and the fields Hilos does not take as null are not nullable (_not_null)."""
+    schema["anyOf"] = [{"required": ["phone"]}, {"required": ["id"]}]
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    for name in _NOT_NULLABLE:
+        field = properties[name]
+        assert isinstance(field, dict)
+        branches = field.pop("anyOf", [])
+        assert isinstance(branches, list)
+        (kept,) = [branch for branch in branches if isinstance(branch, dict) and branch.get("type") != "null"]
+        assert isinstance(kept, dict)
+        field.update(kept)
+
+
 class Contact(BaseModel):
     """A contact to run the flow for (Hilos ``PatchedContactEdit`` minus read-only fields)."""
 
-    model_config = _strict_input
+    model_config = ConfigDict(**_strict_input, json_schema_extra=_contact_schema)
 
-    phone: str | None = Field(default=None, max_length=30, examples=["+5215512345678"])
-    first_name: str | None = Field(default=None, max_length=100)
-    last_name: str | None = Field(default=None, max_length=100)
-    email: Email | None = None
-    meta: dict[str, JsonValue] | None = None
-    external_url: Uri | None = None
+    phone: str | None = Field(
+        default=None,
+        max_length=30,
+        json_schema_extra={"pattern": phones.schema_pattern()},  # checked, with a reason, by _phone_number
+        examples=["+5215512345678", "+52 1 55 1234 5678"],
+        description="With its country code (+52 ...), or national if DEFAULT_PHONE_COUNTRY is set; spaces, dashes, "
+        "dots and parentheses are dropped and Hilos gets + and the digits as typed. Contacts with the same phone "
+        "are sent once (on_duplicate).",
+    )
+    first_name: str | None = Field(default=None, max_length=100, json_schema_extra=_ONE_LINE)
+    last_name: str | None = Field(default=None, max_length=100, json_schema_extra=_ONE_LINE)
+    email: Email | None = Field(default=None, json_schema_extra={"format": "email"})
+    meta: dict[str, JsonValue] | None = Field(
+        default=None,
+        description=f"At most {MAX_META_BYTES} bytes of JSON, nested at most 32 levels (the whole body included); "
+        "no NaN/Infinity, whole numbers within +-(2^53 - 1), no NUL in strings.",
+    )
+    external_url: Uri | None = Field(default=None, json_schema_extra={"format": "uri"})
     is_deleted: StrictBool | None = None
-    id: UUID | None = None
-    source: str | None = "website"
+    id: UUID | None = Field(default=None, description="The id of an existing Hilos contact.")
+    source: str | None = Field(default="website", json_schema_extra=_ONE_LINE)
     tags: list[ContactTag] | None = None
-    external_id: str | None = None
-    native_id: str | None = None
-    default_assignees: list[StrictInt] | None = None
+    external_id: str | None = Field(default=None, json_schema_extra=_ONE_LINE)
+    native_id: str | None = Field(default=None, json_schema_extra=_ONE_LINE)
+    default_assignees: list[WholeNumber] | None = None
     contact_import: UUID | None = None
-    default_channel: StrictInt | None = None
-    wa_id: str | None = None
+    default_channel: WholeNumber | None = None
+    wa_id: str | None = Field(default=None, json_schema_extra=_ONE_LINE)
     overwrite_tags: StrictBool | None = False
     overwrite_default_assignees: StrictBool | None = False
     overwrite_meta: StrictBool | None = False
@@ -143,6 +192,20 @@ class Contact(BaseModel):
             raise ValueError("may be omitted but must not be null")
         return value
 
+    _one_line = field_validator(*_ONE_LINE_FIELDS)(_printable)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_number(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from hilos_runner.settings import get_settings  # settings import this module
+
+        try:
+            return phones.normalise(value, get_settings().default_phone_country)
+        except phones.PhoneError as error:
+            raise PydanticCustomError("phone", str(error)) from None
+
     @field_validator("meta")
     @classmethod
     def _meta_size(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
@@ -152,7 +215,7 @@ class Contact(BaseModel):
 
     @model_validator(mode="after")
     def _reachable(self) -> "Contact":
-        if (self.phone is None or not self.phone.strip()) and self.id is None:
+        if self.phone is None and self.id is None:
             raise ValueError("a contact needs a phone (or the id of an existing Hilos contact)")
         return self
 
@@ -188,6 +251,12 @@ class FlowRunRequest(BaseModel):
         # Counts, not contacts: a repr ends up in debug logs (Powertools logs route arguments), and
         # phone numbers do not belong there; building the full repr of 1,000 contacts also costs ~40 ms.
         return f"FlowRunRequest(contacts={len(self.contact_list)}, has_priority={self.has_priority})"
+
+    def with_contacts(self, contacts: list[Contact]) -> "FlowRunRequest":
+        """This request for ``contacts`` instead (duplicates dropped); the other fields stay as the caller sent them."""
+        fewer = self.model_copy(update={"contact_list": contacts})
+        fewer._body = None  # built from these contacts when first asked for
+        return fewer
 
     def hilos_body(self) -> bytes:
         """The JSON body Hilos receives: what the caller sent, nothing added, nothing dropped. Built once: the

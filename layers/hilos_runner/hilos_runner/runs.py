@@ -21,6 +21,7 @@ from uuid import UUID, uuid5
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, Field, PrivateAttr
 
+from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import ConfigurationError, HilosAuthError, HilosRejectedError, HilosRunnerError
 from hilos_runner.executions import ExecutionRecord, ExecutionStore, Resolution, RunSource, RunStatus, utc_now
 from hilos_runner.hilos import HilosClient
@@ -61,6 +62,7 @@ class RunCommand(BaseModel):
     parent_id: UUID | None = None
     chunk_index: int | None = None
     attempt: int = 1
+    duplicates_removed: DuplicatesRemoved | None = None  # kept on the record (hilos_runner.duplicates)
     _digest: str | None = PrivateAttr(default=None)
 
     def fingerprint(self) -> RunFingerprint:
@@ -123,6 +125,7 @@ class RunService:
             next_sync_at=self._past_call_budget(now),
             contacts_digest=digest,
             contact_ids=contact_ids or None,
+            duplicates_removed=command.duplicates_removed.for_record() if command.duplicates_removed else None,
             updated_at=now,
             **({"run_id": command.run_id} if command.run_id else {}),
             created_at=existing.created_at if existing else now,

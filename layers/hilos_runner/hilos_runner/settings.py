@@ -56,6 +56,10 @@ class Settings(BaseModel):
     # lists: several submits, or the CLI (no limit), which puts them on the queue directly.
     bulk_max_contacts: int = Field(default=20_000, ge=1, le=100_000)
 
+    # A contact's phone without a country code is taken as a number of this country (ISO 3166-1 alpha-2,
+    # e.g. MX); unset, such a phone is refused (hilos_runner.phones).
+    default_phone_country: str | None = None
+
     # Queued runs (SQS)
     runs_queue_url: str = ""
     # Contacts per queued message and per Hilos call (README, "Chunk size").
@@ -117,6 +121,17 @@ class Settings(BaseModel):
     @classmethod
     def _execution_path_has_execution_id(cls, value: str) -> str:
         return _path_with_one_placeholder(value, "execution_id")
+
+    @field_validator("default_phone_country")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        from hilos_runner.phones import is_region
+
+        if not value:
+            return None  # the template passes "" for "none"
+        if not is_region(value.upper()):
+            raise ValueError("must be an ISO 3166-1 alpha-2 country code with a calling code, e.g. MX")
+        return value.upper()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":

@@ -19,7 +19,6 @@ and raises ``RecordRetry`` when it must come back (reported in ``batchItemFailur
   is failed and made visible again at once, for a fresh invocation.
 """
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +28,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
+from hilos_runner import json_input
 from hilos_runner.chunking import chunk_contacts
+from hilos_runner.duplicates import DuplicatesRemoved, without_duplicates
 from hilos_runner.errors import (
     ConfigurationError,
     HilosAuthError,
@@ -37,6 +38,7 @@ from hilos_runner.errors import (
     HilosUnavailableError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
+    InvalidRequestError,
 )
 from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
 from hilos_runner.http import validation_details
@@ -108,11 +110,19 @@ class QueuedRunWorker:
     def _process(self, record: SQSRecord, deadline: Deadline) -> dict[str, Any]:
         attempt = int(record.attributes.approximate_receive_count or 1)
         try:
+            document: Any = None
             try:
-                message = QueuedRun.model_validate_json(record.body)
+                document = json_input.loads(record.body, location="")
+                message = QueuedRun.model_validate(document)
+                contacts, duplicates = without_duplicates(
+                    message.contact_list, message.on_duplicate, lambda index: f"contact_list.{index}"
+                )
             except ValidationError as error:
-                return self._reject_message(record, error, attempt)
-            return self._run(message, record, deadline, attempt)
+                details = validation_details(error.errors(include_url=False, include_input=False))
+                return self._reject_message(record, details, attempt, document)
+            except InvalidRequestError as error:
+                return self._reject_message(record, error.details, attempt, document)
+            return self._run(message, record, deadline, attempt, contacts=contacts, duplicates=duplicates)
         except RecordRetry as retry:
             self._come_back_later(record, retry, attempt)
             raise
@@ -142,9 +152,18 @@ class QueuedRunWorker:
             },
         )
 
-    def _run(self, message: QueuedRun, record: SQSRecord, deadline: Deadline, attempt: int) -> dict[str, Any]:
+    def _run(
+        self,
+        message: QueuedRun,
+        record: SQSRecord,
+        deadline: Deadline,
+        attempt: int,
+        *,
+        contacts: list[Contact],
+        duplicates: DuplicatesRemoved | None,
+    ) -> dict[str, Any]:
         runs = []
-        for part in self._parts(message, record.message_id):
+        for part in self._parts(message, contacts, record.message_id):
             if not has_time_for(deadline, self._settings.hilos_call_budget_seconds):
                 metrics.add_metric(name="RecordsHeldBack", unit=MetricUnit.Count, value=1)
                 raise RecordRetry("not enough time left in this invocation for another Hilos call", 0)
@@ -157,6 +176,7 @@ class QueuedRunWorker:
                 parent_id=part.parent_id,
                 chunk_index=part.chunk_index,
                 attempt=attempt,
+                duplicates_removed=duplicates,
             )
             try:
                 result: RunResult = self._start(command)
@@ -173,11 +193,11 @@ class QueuedRunWorker:
         logger.info("record processed", extra={"message_id": record.message_id, "runs": runs})
         return {"message_id": record.message_id, "runs": runs}
 
-    def _parts(self, message: QueuedRun, message_id: str) -> list[_Part]:
+    def _parts(self, message: QueuedRun, contacts: list[Contact], message_id: str) -> list[_Part]:
         key = message.idempotency_key or f"sqs-{message_id}"
         if message.run_id is not None:  # a bulk chunk made by the API: one call, its own record
-            return [_Part(message.contact_list, message.run_id, key, message.bulk_id, message.chunk_index)]
-        chunks = chunk_contacts(message.contact_list, self._settings.bulk_chunk_size)
+            return [_Part(contacts, message.run_id, key, message.bulk_id, message.chunk_index)]
+        chunks = chunk_contacts(contacts, self._settings.bulk_chunk_size)
         if len(chunks) == 1:
             return [_Part(chunks[0], message_run_id(message_id), key, None, None)]
         return [
@@ -233,13 +253,12 @@ class QueuedRunWorker:
             )
         )
 
-    def _reject_message(self, record: SQSRecord, error: ValidationError, attempt: int) -> dict[str, Any]:
-        """Record a message that is not a QueuedRun (REJECTED, keyed by message id) and acknowledge it."""
-        flow_id, contacts = _salvage(record.body)
-        problems = "; ".join(
-            f"{detail['field'] or 'body'}: {detail['reason']}"
-            for detail in validation_details(error.errors(include_url=False, include_input=False))
-        )
+    def _reject_message(
+        self, record: SQSRecord, details: list[dict[str, str]], attempt: int, document: Any
+    ) -> dict[str, Any]:
+        """Record a message that is not a valid QueuedRun (REJECTED, keyed by message id) and acknowledge it."""
+        flow_id, contacts = _salvage(document)
+        problems = "; ".join(f"{detail['field'] or 'body'}: {detail['reason']}" for detail in details)
         run_id = message_run_id(record.message_id)
         rejected = ExecutionRecord(
             run_id=run_id,
@@ -254,22 +273,20 @@ class QueuedRunWorker:
         self._store.put(rejected)  # if DynamoDB fails, the message comes back: never dropped unrecorded
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
         logger.warning(
-            "message rejected", extra={"message_id": record.message_id, "run_id": str(run_id), "reason": problems}
+            "message rejected",
+            extra={"message_id": record.message_id, "run_id": str(run_id), "reason": problems[:_MAX_REJECTION_TEXT]},
         )
         return {"message_id": record.message_id, "runs": [{"run_id": str(run_id), "status": RunStatus.REJECTED}]}
 
 
-def _salvage(body: str) -> tuple[UUID, int]:
+def _salvage(document: Any) -> tuple[UUID, int]:
     """The flow id and contact count of an invalid message, where readable (nil flow id otherwise), so
-    its record can be found with the flow's runs."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return _NIL_FLOW_ID, 0
+    its record can be found with the flow's runs. ``document`` is the message as json_input read it, or None
+    when it is not JSON within our limits: nothing here parses the body again."""
     if not isinstance(document, dict):
         return _NIL_FLOW_ID, 0
     try:
-        flow_id = UUID(str(document.get("flow_id")))
+        flow_id = UUID(str(document.get("flow_id"))[:64])
     except ValueError:
         flow_id = _NIL_FLOW_ID
     contacts = document.get("contact_list")

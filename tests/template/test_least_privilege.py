@@ -1,0 +1,202 @@
+"""Least privilege, both ways: every action a function's role grants is one its code calls, on that resource, and
+every call its code makes is granted.
+
+Each function runs its paths in-process under moto, in its own environment from template.yaml, while a botocore
+hook records every AWS call (action and resource). The paths: run_api starts runs (with and without a key, one
+that Hilos refuses), lists and refreshes runs (a refresh that finishes a run publishes its event), submits and
+reads a bulk run; bulk_worker takes messages (one started, one Hilos answers 503: delayed); status_sync syncs a run
+to its end. What the event source mapping does with bulk_worker's role (receive, delete, queue attributes) and
+what Lambda does with every role (logs) is granted for them, not for the code.
+"""
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import responses
+
+from tests.helpers import (
+    FLOW_ID,
+    HILOS_BASE,
+    HILOS_EXECUTION_ID,
+    RUN_URL,
+    call_bulk_worker,
+    call_run_api,
+    hilos_execution,
+    queued_run,
+    run_body,
+    use_function_environment,
+)
+from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of
+
+# Used by AWS on the function's behalf, not by its code.
+EVENT_SOURCE_MAPPING_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+LAMBDA_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# Powertools idempotency reads a key's record with GetItem only when a failed conditional write did not return it
+# (ReturnValuesOnConditionCheckFailure): DynamoDB does, so the read is a fallback no test can provoke.
+POWERTOOLS_FALLBACK_READS = {("dynamodb:GetItem", "IdempotencyTable")}
+# IAM authorises some API operations under another action's name.
+ACTION_OF_OPERATION = {"sqs:SendMessageBatch": "sqs:SendMessage"}
+EXECUTION_URL = f"{HILOS_BASE}/flow-execution/{HILOS_EXECUTION_ID}"
+
+Call = tuple[str, str]  # (IAM action, resource: a logical id, "<table>/index/<name>", or "event-bus")
+
+
+class CallRecorder:
+    """Every AWS call made through wiring's boto3 session, as (action, logical resource)."""
+
+    def __init__(self, stack: Any) -> None:
+        self.calls: set[Call] = set()
+        self._logical = {str(physical): logical for logical, physical in stack.physical_ids.items()}
+        self._logical |= {str(value): logical for (logical, _), value in stack.attributes.items()}
+
+    def attach(self) -> None:
+        from hilos_runner import wiring
+
+        wiring.boto3_session().events.register("before-parameter-build", self._record)
+
+    def _record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model.signing_name
+        action = f"{service}:{model.name}"
+        self.calls.add((ACTION_OF_OPERATION.get(action, action), self._resource(params)))
+
+    def _resource(self, params: dict[str, Any]) -> str:
+        if "RequestItems" in params:
+            (table,) = params["RequestItems"]
+            return self._logical[table]
+        if "TableName" in params:
+            table = self._logical[params["TableName"]]
+            return f"{table}/index/{params['IndexName']}" if "IndexName" in params else table
+        if "QueueUrl" in params:
+            return self._logical[params["QueueUrl"]]
+        if "SecretId" in params:
+            return self._logical.get(params["SecretId"], params["SecretId"])
+        if "Entries" in params:
+            return "event-bus"
+        raise AssertionError(f"no resource in {sorted(params)}")
+
+
+def granted(translated: dict[str, Any], role: str) -> set[Call]:
+    """(action, resource) of every inline statement of ``role``, both branches of every Fn::If."""
+    grants = set()
+    for where, statement in inline_statements(translated):
+        if not where.startswith(f"{role}/"):
+            continue
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                for value in alternatives(resource):
+                    grants.add((action, _resource_name(value)))
+    return grants
+
+
+def _resource_name(value: Any) -> str:
+    text = json.dumps(value)
+    if "event-bus/" in text:
+        return "event-bus"
+    names = references(value) - {"ExistingTokenSecretArn", "CompletionEventBusName"}
+    (name,) = names or {"ExistingTokenSecret"}
+    index = text.split("/index/")[1].split('"')[0] if "/index/" in text else None
+    return f"{name}/index/{index}" if index else name
+
+
+def role_of(translated: dict[str, Any], function: str) -> str:
+    for name, resource in resources_of(translated, "AWS::Lambda::Function").items():
+        if name == function:
+            return str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
+    raise AssertionError(function)
+
+
+@pytest.fixture
+def record(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], CallRecorder]:
+    """``record("RunApiFunction")``: that function's environment, and a recorder on its AWS clients."""
+
+    def start(function: str) -> CallRecorder:
+        use_function_environment(aws, function, monkeypatch.setenv)
+        recorder = CallRecorder(aws)
+        recorder.attach()
+        return recorder
+
+    return start
+
+
+def status_of(status: str) -> Callable[[Any], tuple[int, dict[str, str], str]]:
+    return lambda _: (200, {}, json.dumps(hilos_execution(status=status, completed=1)))
+
+
+def drive_run_api(hilos: responses.RequestsMock) -> None:
+    hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    hilos.post(RUN_URL, status=503)
+    hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    hilos.add_callback(responses.GET, EXECUTION_URL, callback=status_of("COMPLETED"))
+    started = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "k-1"})
+    assert started.status == 201
+    repeated = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "k-1"})
+    assert repeated.body == started.body
+    assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "k-2"}).status == 503
+    assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body()).status == 201
+    assert call_run_api("GET", f"/flows/{FLOW_ID}/runs").status == 200
+    refreshed = call_run_api("GET", f"/runs/{started.body['run']['run_id']}", query={"refresh": "true"})
+    assert refreshed.body["status"] == "COMPLETED"
+    bulk = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(3), headers={"Idempotency-Key": "b-1"})
+    assert bulk.status == 202
+    assert call_run_api("GET", f"/bulk-runs/{bulk.body['id']}").status == 200
+
+
+def drive_bulk_worker(hilos: responses.RequestsMock) -> None:
+    from local.events import sqs_record
+
+    hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    hilos.post(RUN_URL, status=503)
+    answer = call_bulk_worker([sqs_record(queued_run(1)), sqs_record(queued_run(1, idempotency_key="q-2"))])
+    assert len(answer["batchItemFailures"]) == 1  # the 503: delayed with ChangeMessageVisibility
+
+
+def drive_status_sync(hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
+    import status_sync
+    from hilos_runner import wiring
+    from local.events import LocalLambdaContext, rule_arn, scheduled_event
+    from tests.helpers import execution_record
+
+    gone = uuid.uuid4()  # an execution Hilos no longer knows: the failure is noted on the record
+    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=HILOS_EXECUTION_ID))
+    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
+    hilos.add_callback(responses.GET, EXECUTION_URL, callback=status_of("COMPLETED"))
+    hilos.get(f"{HILOS_BASE}/flow-execution/{gone}", status=404, json={"detail": "Not found."})
+    monkeypatch.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")
+    context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
+    report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    ("function", "allowed_for_aws"),
+    [
+        ("RunApiFunction", LAMBDA_ACTIONS),
+        ("BulkWorkerFunction", LAMBDA_ACTIONS | EVENT_SOURCE_MAPPING_ACTIONS),
+        ("StatusSyncFunction", LAMBDA_ACTIONS),
+    ],
+)
+def test_every_action_granted_is_used_and_every_call_is_granted(  # noqa: PLR0917 - pytest passes fixtures by position
+    function: str,
+    allowed_for_aws: set[str],
+    translated: dict[str, Any],
+    record: Callable[[str], CallRecorder],
+    hilos: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    recorder = record(function)
+    if function == "RunApiFunction":
+        drive_run_api(hilos)
+    elif function == "BulkWorkerFunction":
+        drive_bulk_worker(hilos)
+    else:
+        drive_status_sync(hilos, monkeypatch)
+
+    grants = granted(translated, role_of(translated, function))
+    other_secret = {("secretsmanager:GetSecretValue", "ExistingTokenSecret")}  # ExistingTokenSecretArn's branch
+    unused = grants - recorder.calls - other_secret - POWERTOOLS_FALLBACK_READS
+    unused = {(action, resource) for action, resource in unused if action not in allowed_for_aws}
+    assert not unused, f"{function}'s role grants what its code never calls: {sorted(unused)}"
+    assert recorder.calls <= grants, f"{function} calls what its role does not grant: {sorted(recorder.calls - grants)}"
