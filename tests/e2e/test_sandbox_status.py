@@ -75,7 +75,7 @@ def stats(sandbox: HilosSandbox) -> dict[str, Any]:
 
 
 # Phones ending in 7 fail, in 9 expire (the defaults); the others complete.
-PHONES = ["+52155000000017", "+52155000000029", "+52155000000031", "+5215500000042", "+5215500000057"]
+PHONES = ["+5215500000017", "+5215500000029", "+5215500000031", "+5215500000042", "+5215500000057"]
 
 
 def test_per_read_each_status_read_moves_the_run_one_stage_with_counters_that_add_up(sandbox):

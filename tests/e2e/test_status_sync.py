@@ -33,7 +33,7 @@ SYNC_STACK_ARGS = (
     "WorkerBatchingWindowSeconds=0",
 )
 # The sandbox's defaults: phones ending in 7 fail, in 9 expire, the others complete.
-PHONES = ["+52155000000017", "+52155000000029", "+52155000000031", "+5215500000042", "+5215500000057"]
+PHONES = ["+5215500000017", "+5215500000029", "+5215500000031", "+5215500000042", "+5215500000057"]
 RUNNING_COUNTERS = {"running": 3, "completed": 0, "failed": 2, "expired": 0, "canceled": 0}
 COMPLETED_COUNTERS = {"running": 0, "completed": 2, "failed": 2, "expired": 1, "canceled": 0}
 CANCELED_COUNTERS = {"running": 0, "completed": 0, "failed": 2, "expired": 0, "canceled": 3}
