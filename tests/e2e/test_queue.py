@@ -22,11 +22,12 @@ def new_flow() -> str:
 
 def contacts(count: int, *, prefix: str) -> list[dict[str, Any]]:
     """Distinct phones per test, so that the sandbox's per-contact-list counts are this test's own."""
-    return [contact(phone=f"+52{prefix}{number:04d}") for number in range(count)]
+    # A WhatsApp-style Mexican mobile: +52 1 and ten digits (the prefix's and the number's).
+    return [contact(phone=f"+521{prefix:0<6.6}{number:04d}") for number in range(count)]
 
 
 def unique_prefix() -> str:
-    return str(uuid.uuid4().int)[:8]
+    return str(uuid.uuid4().int)[:5]  # six digits with a message's own digit (contacts() takes six)
 
 
 def send(stack: RunningStack, flow_id: str, **fields: Any) -> str:

@@ -289,7 +289,8 @@ def submit(stack: RunningStack, plan: ChaosPlan, flows: dict[str, str], prefix: 
         entries = []
         for number in range(start, min(start + 10, len(kinds))):
             kind, flow_id = kinds[number], _flow_of(kinds[number], number, flows)
-            phone = f"+52{prefix}{number:06d}"  # one contact list per run: the sandbox counts repeats per list
+            # +52 1 and ten digits (a phone number); one contact list per run: the sandbox counts repeats per list
+            phone = f"+521{prefix}{number:04d}"
             contact = (
                 {"first_name": f"nobody {number}"} if kind == "invalid" else {"phone": phone, "first_name": "Chaos"}
             )
@@ -332,7 +333,7 @@ def submit_api(stack: RunningStack, plan: ChaosPlan, flows: dict[str, str], pref
                 api_run,
                 stack,
                 _flow_of("normal", number, flows),
-                f"+52{prefix}9{number:05d}",
+                f"+521{prefix}9{number:03d}",
                 f"chaos-{prefix}-{number}",
             )
             for number in range(plan.api_runs)
