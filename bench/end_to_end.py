@@ -110,7 +110,8 @@ def _wait_until_done(stack: Any, bulk_id: str, chunks: int) -> dict[str, Any]:
         time.sleep(0.05)
     while True:
         status = stack.api("GET", f"/bulk-runs/{bulk_id}").json()
-        if status["status"] != "IN_PROGRESS":
+        # Drained: every chunk handed to Hilos (the bulk run itself stays IN_PROGRESS until Hilos finishes them).
+        if not set(status["chunks_by_status"]) & {"QUEUED", "SENDING"}:
             return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"bulk run not done after {TIMEOUT_SECONDS} s: {status['chunks_by_status']}")

@@ -1,6 +1,7 @@
-"""An in-process Hilos for the `requests` session (``responses``), as far as reconciliation sees it: it creates
-executions, answers status reads and both of Hilos' lists (newest first, DRF pagination), and can lose the
-answer to a run call after or before creating the execution, or fail list reads.
+"""An in-process Hilos for the `requests` session (``responses``), as far as reconciliation and contact outcomes see
+it: it creates executions, answers status reads and both of Hilos' lists (newest first, DRF pagination), can lose
+the answer to a run call after or before creating the execution, or fail list reads, and finishes executions the
+way the sandbox does (contacts whose phone ends in 7 fail, in 9 expire, each with a reason).
 
 The local stack's sandbox (local/sandbox.py) is the same Hilos over real sockets; this one lets a test decide
 each call's fate and runs inside the handlers' process.
@@ -23,6 +24,10 @@ _RUN = re.compile(r".*/flow/(?P<flow>[0-9a-f-]{36})/run$")
 _EXECUTION = re.compile(r".*/flow-execution/(?P<id>[0-9a-f-]{36})$")
 _EXECUTIONS = re.compile(r".*/flow-execution(\?.*)?$")
 _CONTACTS = re.compile(r".*/flow-execution-contact(\?.*)?$")
+REASONS = {
+    "FAILED": "The message could not be delivered to this phone number.",
+    "EXPIRED": "The contact did not answer before the flow's wait time ran out.",
+}
 
 
 class RunCallLost(BaseException):
@@ -35,6 +40,8 @@ class FakeHilos:
         self.executions: list[dict[str, Any]] = []  # in creation order
         self.contacts: dict[str, list[dict[str, Any]]] = {}
         self.run_calls = 0
+        self.run_bodies: list[dict[str, Any]] = []  # what each run call sent
+        self.refused_phones: set[str] = set()  # a run with one of these is refused (400), as Hilos refuses a bad phone
         # The fate of the next run calls, first in first out: "after" (created, then the answer is lost),
         # "before" (the answer is lost, nothing created), "killed" (the caller dies before Hilos sees it).
         self.lose_next: list[str] = []
@@ -65,6 +72,22 @@ class FakeHilos:
             self.contacts[execution["id"]] = self.contacts[execution["id"]][:listed]
         return str(execution["id"])
 
+    def finish(self, execution_id: str | None = None, status: str = "COMPLETED") -> None:
+        """Every execution (or one) finished: each contact COMPLETED, or FAILED / EXPIRED by its phone's last digit,
+        with Hilos' reason; the execution's counters to match."""
+        for execution in self.executions:
+            if execution_id is not None and execution["id"] != execution_id:
+                continue
+            counters = Counter[str]()
+            for listed in self.contacts[execution["id"]]:
+                phone = listed["contact"]["phone"]
+                outcome = {"7": "FAILED", "9": "EXPIRED"}.get(phone[-1:], "COMPLETED")
+                listed.update(status=outcome, reason=REASONS.get(outcome))
+                counters[outcome.lower()] += 1
+            execution.update(
+                status=status, running=0, **{name: counters[name] for name in ("completed", "failed", "expired")}
+            )
+
     # -- Hilos ----------------------------------------------------------------------------------------
     def _create(
         self, flow_id: str, contacts: list[dict[str, Any]], *, by_run_call: bool, when: datetime | None = None
@@ -84,6 +107,10 @@ class FakeHilos:
                     "id": str(contact.get("id") or uuid.uuid4()),
                     "phone": contact.get("phone") or "+15550000000",
                     "canonical_phone": "+" + re.sub(r"\D", "", contact.get("phone") or "15550000000"),
+                    "first_name": contact.get("first_name"),
+                    "last_name": contact.get("last_name"),
+                    "email": contact.get("email"),
+                    "meta": contact.get("meta") or {},
                 },
                 "status": "READY",
                 "reason": None,
@@ -103,7 +130,11 @@ class FakeHilos:
             raise requests.ReadTimeout("read timed out")
         match = _RUN.match(request.url)
         assert match is not None
-        execution = self._create(match["flow"], json.loads(request.body)["contact_list"], by_run_call=True)
+        body = json.loads(request.body)
+        self.run_bodies.append(body)
+        if any(contact.get("phone") in self.refused_phones for contact in body["contact_list"]):
+            return 400, {}, json.dumps({"contact_list": [{"phone": ["Enter a valid phone number."]}]})
+        execution = self._create(match["flow"], body["contact_list"], by_run_call=True)
         if fate == "after":
             raise requests.ReadTimeout("read timed out")
         return 201, {}, json.dumps(_public(execution))

@@ -12,13 +12,16 @@ from snapshot_restore_py import register_after_restore, register_before_snapshot
 from hilos_runner import http, json_input, priming
 from hilos_runner.api_support import (
     answer,
+    contacts_answer,
     error_responses,
     install_docs,
     install_error_handlers,
     json_response,
     refused_body_answer,
+    run_answer,
 )
 from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkRunStatus
+from hilos_runner.contact_outcomes import ContactPage
 from hilos_runner.contacts_input import media_type_of, parse_contacts, variables_from_json
 from hilos_runner.duplicates import OnDuplicate
 from hilos_runner.errors import NotFoundError
@@ -26,12 +29,14 @@ from hilos_runner.executions import ExecutionRecord, RunPage
 from hilos_runner.intake import DRY_RUN_HELP, ON_DUPLICATE_HELP, DryRun, bulk_dry_run, run_command, run_dry_run
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
+from hilos_runner.retries import RetryRequest
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunResult
 from hilos_runner.settings import get_settings
 from hilos_runner.wiring import (
     bulk_service,
     execution_store,
     idempotency_config,
+    retry_service,
     start_run,
     status_sync,
     submit_bulk,
@@ -72,16 +77,7 @@ def create_run(
     command = run_command(flow_id, run, on_duplicate=on_duplicate, idempotency_key=idempotency_key)
     if dry_run:
         return json_response(200, run_dry_run(command).model_dump_json())
-    result = start_run(command)
-    record = result.run
-    if record.status.started:
-        return json_response(201, result.model_dump_json(), {"Location": f"/runs/{record.run_id}"})
-    if record.awaits_reconcile:  # sent, no answer yet: reconciliation settles it from Hilos' records
-        return json_response(
-            504, http.error_body("hilos_outcome_unknown", record.last_error or "", run_id=str(record.run_id))
-        )
-    # A repeated key whose run was settled as never started since its first answer.
-    return json_response(502, http.error_body("run_not_started", record.last_error or "", run_id=str(record.run_id)))
+    return run_answer(start_run(command))
 
 
 @app.get(
@@ -100,6 +96,39 @@ def get_run(
     if refresh:
         record, _ = status_sync().refresh(record)
     return json_response(200, record.model_dump_json())
+
+
+StatusFilter = Annotated[
+    str | None,
+    Query(max_length=200, description="Comma-separated Hilos contact statuses, e.g. FAILED,EXPIRED (default: all)."),
+]
+ContactsLimit = Annotated[
+    int | None, Query(ge=1, le=1000, description="Contacts per page (default 100 as JSON, 1000 as CSV).")
+]
+Cursor = Annotated[str | None, Query(max_length=2048)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key.")
+]
+CONTACTS_CONTENT = {http.JSON_CONTENT_TYPE: {"model": ContactPage}, "text/csv": {"schema": {"type": "string"}}}
+
+
+@app.get(
+    "/runs/<run_id>/contacts",
+    summary="Each contact of a run with Hilos' status and reason (Accept: text/csv for a file the bulk API takes)",
+    responses={200: {"description": "One page", "content": CONTACTS_CONTENT}} | error_responses(404, 422, 502, 503),
+)
+def list_run_contacts(run_id: UUID, status: StatusFilter = None, limit: ContactsLimit = None, cursor: Cursor = None):
+    return contacts_answer(app, run_id, bulk=False, status=status, limit=limit, cursor=cursor)
+
+
+@app.post(
+    "/runs/<run_id>/retries",
+    summary="Start one new run for the contacts of a finished run in the given statuses (default FAILED, EXPIRED)",
+    responses=answer(201, "Started", RunResult, links={"GetRun": (GET_RUN, {"run_id": "$response.body#/run/run_id"})})
+    | error_responses(404, 409, 422, 502, 503, 504),
+)
+def retry_run(run_id: UUID, retry: RetryRequest | None = None, idempotency_key: IdempotencyKey = None):
+    return run_answer(retry_service().retry_run(run_id, retry or RetryRequest(), idempotency_key))
 
 
 @app.get(
@@ -168,6 +197,30 @@ def create_bulk_run(  # Powertools passes every parameter by name
 )
 def get_bulk_run(bulk_id: UUID):
     return json_response(200, bulk_service().status(bulk_id).model_dump_json())
+
+
+@app.get(
+    "/bulk-runs/<bulk_id>/contacts",
+    summary="Each contact of a bulk run, chunk after chunk, with Hilos' status and reason (JSON or CSV)",
+    responses={200: {"description": "One page", "content": CONTACTS_CONTENT}} | error_responses(404, 422, 502, 503),
+)
+def list_bulk_run_contacts(
+    bulk_id: UUID, status: StatusFilter = None, limit: ContactsLimit = None, cursor: Cursor = None
+):
+    return contacts_answer(app, bulk_id, bulk=True, status=status, limit=limit, cursor=cursor)
+
+
+@app.post(
+    "/bulk-runs/<bulk_id>/retries",
+    summary="Submit a new bulk run for the contacts of a finished bulk run in the given statuses",
+    responses=answer(
+        202, "Queued", BulkAccepted, links={"GetBulkRun": (GET_BULK_RUN, {"bulk_id": "$response.body#/id"})}
+    )
+    | error_responses(404, 409, 422, 503),
+)
+def retry_bulk_run(bulk_id: UUID, retry: RetryRequest | None = None, idempotency_key: IdempotencyKey = None):
+    accepted = retry_service().retry_bulk(bulk_id, retry or RetryRequest(), idempotency_key)
+    return json_response(202, accepted.model_dump_json(), {"Location": accepted.status_url})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

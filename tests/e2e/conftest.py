@@ -27,6 +27,19 @@ E2E_STACK_ARGS = (
 )
 
 
+# A stack whose status sync runs every second and whose sandbox moves a run one stage per status read, so a run
+# finishes within a few ticks; its completion events reach a queue through its own bus and rule.
+COMPLETION_BUS = "hilos-runner-e2e-completions"  # not "default": the stack creates the bus and the rule on it
+SYNC_STACK_ARGS = (
+    "--sync-interval=1",
+    "--progression=per_read",
+    "--visibility-timeout=10",
+    "--parameter-overrides",
+    f"CompletionEventBusName={COMPLETION_BUS}",
+    "WorkerBatchingWindowSeconds=0",
+)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     with stack_of_tests(tmp_path_factory.mktemp("local-stack"), *E2E_STACK_ARGS) as stack:

@@ -17,21 +17,11 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import sandbox_token, stack_of_tests
-from tests.e2e.local_stack import RunningStack, wait_for
+from tests.e2e.conftest import SYNC_STACK_ARGS, sandbox_token, stack_of_tests
+from tests.e2e.local_stack import WAIT_SECONDS, CompletionEvents, RunningStack, run_record, wait_for, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
-WAIT_SECONDS = 40
-COMPLETION_BUS = "hilos-runner-e2e-completions"  # not "default": the stack creates the bus and the rule on it
-SYNC_STACK_ARGS = (
-    "--sync-interval=1",
-    "--progression=per_read",
-    "--visibility-timeout=10",
-    "--parameter-overrides",
-    f"CompletionEventBusName={COMPLETION_BUS}",
-    "WorkerBatchingWindowSeconds=0",
-)
 # The sandbox's defaults: phones ending in 7 fail, in 9 expire, the others complete.
 PHONES = ["+5215500000017", "+5215500000029", "+5215500000031", "+5215500000042", "+5215500000057"]
 RUNNING_COUNTERS = {"running": 3, "completed": 0, "failed": 2, "expired": 0, "canceled": 0}
@@ -45,45 +35,9 @@ def sync_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStac
         yield stack
 
 
-class CompletionEvents:
-    """Everything that arrived on the stack's completion events queue (received once, kept here)."""
-
-    def __init__(self, stack: RunningStack) -> None:
-        self._sqs = stack.aws_client("sqs")
-        self._queue_url = stack.info["completion_events_queue_url"]
-        self.received: list[dict[str, Any]] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        answer = self._sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in answer.get("Messages", []):
-            self.received.append(json.loads(message["Body"]))
-            self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return self.received
-
-    def of_run(self, run_id: str) -> list[dict[str, Any]]:
-        return [event for event in self.received if event["detail"]["run_id"] == run_id]
-
-
 @pytest.fixture(scope="module")
 def completion_events(sync_stack: RunningStack) -> CompletionEvents:
     return CompletionEvents(sync_stack)
-
-
-def run_record(stack: RunningStack, run_id: str) -> dict[str, Any]:
-    answer = stack.api("GET", f"/runs/{run_id}")
-    assert answer.status_code == 200, answer.text
-    record: dict[str, Any] = answer.json()
-    return record
-
-
-def wait_for_status(stack: RunningStack, run_id: str, status: str) -> dict[str, Any]:
-    record = wait_for(
-        lambda: (found := run_record(stack, run_id))["status"] == status and found,
-        timeout=WAIT_SECONDS,
-        interval=0.2,
-    )
-    assert record, f"run {run_id} did not reach {status} in {WAIT_SECONDS} s: {run_record(stack, run_id)}"
-    return record
 
 
 def status_reads(stack: RunningStack, execution_id: str) -> int:

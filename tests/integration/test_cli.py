@@ -196,3 +196,22 @@ def test_on_duplicate_reject_refuses_the_file(tmp_path: Path, runs_queue: RunsQu
     assert status == 1
     assert "row 4: the same phone (or id) as row.2" in err
     assert runs_queue.take_bodies() == []
+
+
+def test_contacts_and_retry_say_how_to_reach_the_api_when_they_cannot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    run_id = "5b0e7c1a-2f7d-4c55-9a43-0d4e2a1b9c10"
+    monkeypatch.delenv(cli.API_TOKEN_VARIABLE, raising=False)
+    for command in ("contacts", "retry"):
+        status, _, err = run(command, run_id, "--stack-file", str(tmp_path / "none.json"))
+        assert status == 2
+        assert "no --api-url or --stack-name given and no local stack" in err
+
+        status, _, err = run(command, run_id, "--api-url", "http://127.0.0.1:9")
+        assert status == 2
+        assert f"set {cli.API_TOKEN_VARIABLE}" in err
+
+    monkeypatch.setenv(cli.API_TOKEN_VARIABLE, "a-jwt")
+    status, _, err = run("contacts", run_id, "--api-url", "http://127.0.0.1:9")  # nothing listens on port 9
+    assert status == 2
+    assert "cannot reach the API at http://127.0.0.1:9" in err
+    assert "a-jwt" not in err

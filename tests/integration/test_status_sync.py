@@ -28,6 +28,7 @@ from tests.helpers import (
 )
 
 SCHEMA_PATH = "schemas/run-finished-event.schema.json"
+BULK_SCHEMA_PATH = "schemas/bulk-run-finished-event.schema.json"
 _EXECUTION_PATH = re.compile(r".*/flow-execution/(?P<id>[0-9a-f-]{36})$")
 
 
@@ -110,55 +111,78 @@ def small_chunks(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("small_chunks")
-def test_a_bulk_run_moves_queued_submitted_running_completed_and_each_chunk_announces_itself_once(
+def test_a_bulk_run_is_in_progress_until_its_last_chunk_finishes_then_announced_once_with_errors(
     aws: Any,
     runs_queue: RunsQueue,
     fake_hilos: FakeHilos,
     finished_events: Any,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    accepted = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(3))
+    accepted = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(5))
     assert accepted.status == 202
-    bulk_url = accepted.body["status_url"]
-    chunk_statuses = lambda: [chunk["status"] for chunk in call_run_api("GET", bulk_url).body["chunks"]]  # noqa: E731
-    assert chunk_statuses() == ["QUEUED", "QUEUED"]
-
-    assert drain(runs_queue, aws, monkeypatch) == 2
-    assert chunk_statuses() == ["SUBMITTED", "SUBMITTED"]
-
-    fake_hilos.move_all("RUNNING", running=lambda n: n)
-    report = sync_pass(aws, monkeypatch)
-    assert report["due"] == 2
-    assert report["outcomes"] == {"updated": 2}
+    bulk_id, bulk_url = accepted.body["id"], accepted.body["status_url"]
+    parent = lambda: get_run(bulk_id)  # noqa: E731  (what GET /runs/{id} and the flow's listing show)
+    listed = lambda: [r["status"] for r in call_run_api("GET", f"/flows/{FLOW_ID}/runs").body["items"]]  # noqa: E731
     view = call_run_api("GET", bulk_url).body
-    assert chunk_statuses() == ["RUNNING", "RUNNING"]
-    assert view["counters"] == {"running": 3, "completed": 0, "failed": 0, "expired": 0, "canceled": 0}
-    assert finished_events() == []
+    assert (view["status"], [chunk["status"] for chunk in view["chunks"]]) == ("QUEUED", ["QUEUED"] * 3)
+    assert parent()["status"] == "QUEUED"
 
-    fake_hilos.move_all("COMPLETED", running=lambda n: 0, completed=lambda n: n - 1, failed=lambda n: 1)
+    assert drain(runs_queue, aws, monkeypatch) == 3
     report = sync_pass(aws, monkeypatch)
-    assert report["outcomes"] == {"finished": 2}
+    assert report["outcomes"] == {"updated": 3}
+    assert report["bulk_runs"] == {"updated": 1}
+    assert parent()["status"] == listed()[0] == "IN_PROGRESS"
     view = call_run_api("GET", bulk_url).body
-    assert chunk_statuses() == ["COMPLETED", "COMPLETED"]
-    assert view["counters"] == {"running": 0, "completed": 1, "failed": 2, "expired": 0, "canceled": 0}
-    assert view["chunks_finished"] == 2
-    reads_when_finished = dict(fake_hilos.reads)
 
-    # Terminal runs are out of the sync index: later passes find nothing and ask Hilos nothing.
-    assert sync_pass(aws, monkeypatch)["due"] == 0
-    assert sync_pass(aws, monkeypatch)["due"] == 0
-    assert dict(fake_hilos.reads) == reads_when_finished == dict.fromkeys(fake_hilos.executions, 2)
+    # Two chunks finish in Hilos, the last one is still running: the bulk run is not finished.
+    first, second, last = (fake_hilos.executions[chunk["hilos_execution_id"]] for chunk in view["chunks"])
+    for execution in (first, second):
+        execution.update(status="COMPLETED", completed=execution["num_contacts"])
+    last.update(status="RUNNING", running=last["num_contacts"])
+    sync_pass(aws, monkeypatch)
+    view = call_run_api("GET", bulk_url).body
+    assert [chunk["status"] for chunk in view["chunks"]] == ["COMPLETED", "COMPLETED", "RUNNING"]
+    assert view["status"] == parent()["status"] == listed()[0] == "IN_PROGRESS"
+    assert [event["detail-type"] for event in finished_events()] == ["Hilos Run Finished"] * 2
+
+    # The last chunk's execution finishes with a failed contact: the same pass finishes the bulk run.
+    last.update(status="COMPLETED", running=0, completed=0, failed=1)
+    report = sync_pass(aws, monkeypatch)
+    assert report["bulk_runs"] == {"finished": 1}
+    view = call_run_api("GET", bulk_url).body
+    assert view["status"] == parent()["status"] == listed()[0] == "COMPLETED_WITH_ERRORS"
+    assert (
+        view["counters"]
+        == parent()["counters"]
+        == {
+            "running": 0,
+            "completed": 4,
+            "failed": 1,
+            "expired": 0,
+            "canceled": 0,
+        }
+    )
+    assert view["chunks_finished"] == 3
 
     events = finished_events()
-    assert len(events) == 2  # one per terminal run, not one per pass
-    schema = json.loads(open(SCHEMA_PATH).read())  # noqa: SIM115
-    chunk_ids = {chunk["run_id"] for chunk in view["chunks"]}
-    for event in events:
-        assert (event["source"], event["detail-type"]) == ("hilos-runner", "Hilos Run Finished")
-        jsonschema.validate(event["detail"], schema)
-        assert event["detail"]["status"] == "COMPLETED"
-        assert event["detail"]["parent_id"] == view["id"]
-    assert {event["detail"]["run_id"] for event in events} == chunk_ids
+    assert sorted(event["detail-type"] for event in events) == ["Hilos Bulk Run Finished", "Hilos Run Finished"]
+    [bulk_event] = [event for event in events if event["detail-type"] == "Hilos Bulk Run Finished"]
+    jsonschema.validate(bulk_event["detail"], json.loads(open(BULK_SCHEMA_PATH).read()))  # noqa: SIM115
+    assert bulk_event["detail"]["bulk_id"] == bulk_id
+    assert bulk_event["detail"]["status"] == "COMPLETED_WITH_ERRORS"
+    assert bulk_event["detail"]["counters"] == view["counters"]
+    assert bulk_event["detail"]["contacts_url"] == f"/bulk-runs/{bulk_id}/contacts"
+    [chunk_event] = [event for event in events if event["detail-type"] == "Hilos Run Finished"]
+    jsonschema.validate(chunk_event["detail"], json.loads(open(SCHEMA_PATH).read()))  # noqa: SIM115
+    assert chunk_event["detail"]["parent_id"] == bulk_id
+    reads_when_finished = dict(fake_hilos.reads)
+
+    # Finished and announced: out of the sync index; later passes find nothing and ask Hilos nothing.
+    assert sync_pass(aws, monkeypatch)["due"] == 0
+    assert sync_pass(aws, monkeypatch)["due"] == 0
+    assert dict(fake_hilos.reads) == reads_when_finished
+    assert finished_events() == []
+    assert parent()["status"] == "COMPLETED_WITH_ERRORS"
 
 
 def test_refresh_on_demand_reads_hilos_now_and_a_canceled_run_is_terminal(
@@ -265,3 +289,22 @@ def test_hilos_throttling_stops_the_pass_and_failures_wait_their_interval(
     assert report["outcomes"] == {"failed": 1}
     assert report["not_reached"] == 2  # left for the next tick, not hammered
     assert sum(fake_hilos.reads.values()) == 1
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_refresh_on_demand_moves_a_bulk_run_along_with_its_chunks_and_announces_it_once(
+    aws: Any, runs_queue: RunsQueue, fake_hilos: FakeHilos, finished_events: Any, monkeypatch: pytest.MonkeyPatch
+):
+    bulk_id = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(4)).body["id"]
+    assert drain(runs_queue, aws, monkeypatch) == 2
+    assert get_run(bulk_id)["status"] == "QUEUED"  # nothing has looked at it since its chunks were sent
+    assert get_run(bulk_id, refresh="true")["status"] == "IN_PROGRESS"
+
+    fake_hilos.move_all("COMPLETED", completed=lambda n: n)
+    sync_pass(aws, monkeypatch)  # the chunks finish (the parent follows in the same pass) ...
+    assert get_run(bulk_id)["status"] == "COMPLETED"
+    assert get_run(bulk_id, refresh="true")["status"] == "COMPLETED"  # ... and a refresh changes nothing more
+
+    bulk_events = [event for event in finished_events() if event["detail-type"] == "Hilos Bulk Run Finished"]
+    assert [event["detail"]["status"] for event in bulk_events] == ["COMPLETED"]
+    assert sync_pass(aws, monkeypatch)["due"] == 0

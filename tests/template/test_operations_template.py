@@ -54,6 +54,7 @@ CONTRACT_METRICS = {
     "HilosStatusLatency",
     "HilosLookupLatency",
     "HilosLookupReads",
+    "HilosContactReads",
     "RunsReconciledFound",
     "RunsResent",
     "RunsNotStarted",

@@ -252,7 +252,7 @@ def test_cors_allows_only_the_configured_origins_and_keeps_headers_and_methods(s
         assert cors["allowOrigins"] == {"Fn::Split": [",", ORIGINS]}  # from the parameter, never "*"
         assert {"authorization", "content-type", "idempotency-key"} <= set(cors["allowHeaders"])
         assert {"GET", "POST"} <= set(cors["allowMethods"])
-        assert {"location", "retry-after"} <= set(cors["exposeHeaders"])
+        assert {"location", "retry-after", "x-next-cursor"} <= set(cors["exposeHeaders"])  # CSV pages
 
 
 # --- outputs and deploy config -----------------------------------------------------------------------

@@ -10,10 +10,13 @@ import jsonschema
 import pytest
 
 from hilos_runner.completion_events import (
+    BULK_EVENT_DETAIL_TYPE,
     EVENT_DETAIL_TYPE,
     EVENT_SOURCE,
+    BulkRunFinishedEvent,
     CompletionEventPublisher,
     RunFinishedEvent,
+    bulk_run_finished_json_schema,
     run_finished_json_schema,
 )
 from hilos_runner.errors import DependencyUnavailableError
@@ -21,6 +24,7 @@ from hilos_runner.executions import ExecutionCounters, ExecutionRecord, RunSourc
 from tests.helpers import HILOS_EXECUTION_ID, execution_record
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "run-finished-event.schema.json"
+BULK_SCHEMA_PATH = SCHEMA_PATH.with_name("bulk-run-finished-event.schema.json")
 AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
@@ -44,6 +48,10 @@ def test_the_schema_file_is_current():
         "schemas/run-finished-event.schema.json is stale: run "
         "`hilos-runner schema --event --output schemas/run-finished-event.schema.json`"
     )
+    assert BULK_SCHEMA_PATH.read_text() == bulk_run_finished_json_schema(), (
+        "schemas/bulk-run-finished-event.schema.json is stale: run "
+        "`hilos-runner schema --bulk-event --output schemas/bulk-run-finished-event.schema.json`"
+    )
 
 
 def test_the_published_entry_carries_a_detail_valid_against_the_schema():
@@ -64,6 +72,28 @@ def test_the_published_entry_carries_a_detail_valid_against_the_schema():
     assert detail["run_id"] == str(record.run_id)
     assert detail["counters"] == {"running": 0, "completed": 4, "failed": 1, "expired": 0, "canceled": 0}
     assert detail["finished_at"] == "2026-12-01T12:00:00.000000Z"
+    assert detail["contacts_url"] == f"/runs/{record.run_id}/contacts"
+
+
+def test_a_finished_bulk_run_is_announced_as_one_with_its_summed_counters():
+    client = Mock()
+    client.put_events.return_value = {"FailedEntryCount": 0, "Entries": [{"EventId": "1"}]}
+    parent = finished(status=RunStatus.COMPLETED_WITH_ERRORS, num_chunks=3, hilos_execution_id=None)
+
+    CompletionEventPublisher(client, "runs-bus").publish(parent, AT)
+
+    [entry] = client.put_events.call_args.kwargs["Entries"]
+    assert entry["DetailType"] == BULK_EVENT_DETAIL_TYPE
+    detail = json.loads(entry["Detail"])
+    jsonschema.validate(detail, json.loads(BULK_SCHEMA_PATH.read_text()))
+    assert (detail["bulk_id"], detail["status"], detail["num_chunks"]) == (
+        str(parent.run_id),
+        "COMPLETED_WITH_ERRORS",
+        3,
+    )
+    assert detail["contacts_url"] == f"/bulk-runs/{parent.run_id}/contacts"
+    with pytest.raises(ValueError, match="only a finished bulk run"):
+        BulkRunFinishedEvent.of(finished(status=RunStatus.IN_PROGRESS, num_chunks=3))
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ def stubbed() -> Iterator[tuple[ExecutionStore, Stubber]]:
         yield ExecutionStore(client, "executions", ttl_days=7), stubber
 
 
-def raw_item(table: str, run_id: UUID) -> dict[str, Any]:
+def raw_item(table: str, run_id: UUID | str) -> dict[str, Any]:
     item: dict[str, Any] = boto3.client("dynamodb").get_item(TableName=table, Key={"run_id": {"S": str(run_id)}})[
         "Item"
     ]
@@ -290,6 +290,11 @@ def test_synced_fields_and_counters_survive_the_round_trip_as_a_map_of_numbers(s
         ({"status": RunStatus.QUEUED, "resolution": Resolution.RESENT}, True),  # known not started: to resend
         ({"status": RunStatus.QUEUED}, False),
         ({"status": RunStatus.FAILED}, False),
+        # A bulk run's parent: followed until every chunk is done, then until its event is out.
+        ({"status": RunStatus.QUEUED, "num_chunks": 3}, True),
+        ({"status": RunStatus.IN_PROGRESS, "num_chunks": 3}, True),
+        ({"status": RunStatus.COMPLETED_WITH_ERRORS, "num_chunks": 3}, True),
+        ({"status": RunStatus.COMPLETED_WITH_ERRORS, "num_chunks": 3, "event_published_at": CREATED_AT}, False),
     ],
 )
 def test_only_records_the_sync_still_has_work_on_are_in_its_index(
@@ -361,3 +366,36 @@ def test_replace_if_unchanged_refuses_a_write_based_on_an_older_read(store: Exec
     stored = store.get(seen.run_id)
     assert stored is not None
     assert (stored.status, stored.updated_at) == (first.status, first.updated_at)
+
+
+def test_a_finished_runs_contact_outcomes_are_kept_for_the_records_lifetime_and_not_listed(
+    store: ExecutionStore, table: str
+):
+    finished = record(status=RunStatus.COMPLETED, hilos_execution_id=HILOS_EXECUTION_ID, created_at=datetime.now(UTC))
+    outcomes = json.dumps([{"phone": f"+52155{n:08d}", "meta": {"k": os.urandom(300).hex()}} for n in range(1000)])
+    assert len(outcomes) > 400_000  # over DynamoDB's item limit: kept in parts
+
+    assert store.contact_outcomes(finished.run_id) is None
+    store.put_contact_outcomes(finished, outcomes.encode())
+
+    assert store.contact_outcomes(finished.run_id) == outcomes.encode()
+    first_part = raw_item(table, f"contacts#{finished.run_id}#0")
+    assert int(first_part["expires_at"]["N"]) == int((finished.created_at + timedelta(days=7)).timestamp())
+    assert "sync_pending" not in first_part
+    assert "listed_flow_id" not in first_part
+    assert store.request_body(finished.run_id) is None  # another kind of kept body, not mixed up
+
+
+def test_a_records_answer_says_where_its_contacts_are_and_hides_what_is_kept_for_retries(store: ExecutionStore):
+    run = record(retry_of=uuid4())
+    parent = record(num_chunks=2, status=RunStatus.QUEUED)
+    store.put(run, options=b'{"has_priority":true}')
+    store.put(parent)
+
+    shown = json.loads(store.get(run.run_id).model_dump_json())  # type: ignore[union-attr]
+    assert shown["contacts_url"] == f"/runs/{run.run_id}/contacts"
+    assert shown["retry_of"] == str(run.retry_of)
+    assert "options" not in json.dumps(shown)
+    assert store.run_options(run.run_id) == b'{"has_priority":true}'  # kept beside it, not in it
+    assert store.run_options(parent.run_id) is None
+    assert store.get(parent.run_id).contacts_url == f"/bulk-runs/{parent.run_id}/contacts"  # type: ignore[union-attr]

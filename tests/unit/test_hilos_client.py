@@ -513,3 +513,26 @@ def test_a_status_read_refreshes_a_refused_token_once(hilos: responses.RequestsM
     assert execution.status == "COMPLETED"
     assert get_token.call_args_list == [call(force_refresh=False), call(force_refresh=True)]
     assert hilos.calls[1].request.headers["Authorization"] == f"Token {FRESH_TOKEN}"
+
+
+def test_a_contact_list_that_echoes_the_token_in_a_reason_never_carries_it_further(hilos: responses.RequestsMock):
+    listed = {
+        "count": 1,
+        "next": None,
+        "previous": None,
+        "results": [
+            {
+                "contact": {"id": "c1", "phone": "+5215500000007"},
+                "status": "FAILED",
+                "reason": f"request had Authorization: Token {TEST_TOKEN}",
+                "flow_name": "f",
+                "is_chatbot_execution": False,
+            }
+        ],
+    }
+    hilos.get("https://api.hilos.io/api/flow-execution-contact", json=listed)
+
+    page = make_client().list_execution_contacts(UUID(HILOS_EXECUTION_ID), 1, 100)
+
+    [contact] = page.results
+    assert contact.reason == "request had Authorization: Token [redacted]"

@@ -13,6 +13,8 @@ STATUS_OF = [
     (errors.InvalidRequestError("bad cursor"), 422),
     (errors.IdempotencyKeyReusedError("reused"), 422),
     (errors.IdempotencyInProgressError("in progress"), 409),
+    (errors.RunNotFinishedError("still running"), 409),
+    (errors.ContactsNotReadYetError("more to read", retry_after=1), 503),
     (errors.NotFoundError("no run"), 404),
     (errors.HilosRejectedError("400", status=400), 422),
     (errors.FlowNotFoundError("404", status=404), 404),

@@ -6,7 +6,7 @@ Kept out of the handler so that ``functions/run_api/run_api.py`` holds routes an
 
 import json
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -19,6 +19,14 @@ from hilos_runner.errors import HilosRunnerError
 from hilos_runner.json_input import MAX_INTEGER
 from hilos_runner.observability import logger
 from hilos_runner.settings import Settings
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from hilos_runner.contact_outcomes import ContactPage
+    from hilos_runner.runs import RunResult
+
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 
 
 def json_response(status: int, body: str, headers: dict[str, str] | None = None) -> Response:
@@ -33,6 +41,65 @@ def answer(
     if links:
         entry["links"] = {name: {"operationId": to, "parameters": values} for name, (to, values) in links.items()}
     return {status: entry}
+
+
+def run_answer(result: "RunResult") -> Response:
+    """The answer to a request that started a run (a new one, or a retry): 201 once Hilos accepted it, 504 while
+    its outcome is unknown (reconciliation settles it), 502 when a repeated key's run was settled as never started."""
+    record = result.run
+    if record.status.started:
+        return json_response(201, result.model_dump_json(), {"Location": f"/runs/{record.run_id}"})
+    if record.awaits_reconcile:  # sent, no answer yet: reconciliation settles it from Hilos' records
+        return json_response(
+            504, http.error_body("hilos_outcome_unknown", record.last_error or "", run_id=str(record.run_id))
+        )
+    return json_response(502, http.error_body("run_not_started", record.last_error or "", run_id=str(record.run_id)))
+
+
+def wants_csv(accept: str | None) -> bool:
+    """True when the Accept header asks for text/csv (before any JSON type it also names)."""
+    types = [part.split(";", 1)[0].strip().lower() for part in (accept or "").split(",")]
+    return "text/csv" in types and (
+        http.JSON_CONTENT_TYPE not in types or types.index("text/csv") < types.index(http.JSON_CONTENT_TYPE)
+    )
+
+
+# A CSV answer is meant to be saved and submitted again: by default it holds as many contacts as a page can.
+CONTACTS_PAGE_LIMIT = {"json": 100, "csv": 1000}
+
+
+def contacts_answer(
+    app: APIGatewayHttpResolver,
+    owner_id: "UUID",
+    *,
+    bulk: bool,
+    status: str | None,
+    limit: int | None,
+    cursor: str | None,
+) -> Response:
+    """A page of the contacts of a run (``bulk``: of a bulk run), as JSON or, when the Accept header asks, as CSV
+    with the next page's cursor in ``X-Next-Cursor``."""
+    from hilos_runner.contact_outcomes import parse_statuses
+    from hilos_runner.wiring import contact_outcomes
+
+    csv = wants_csv(app.current_event.headers.get("accept"))
+    outcomes = contact_outcomes()
+    page = outcomes.page(
+        outcomes.owner(owner_id, bulk=bulk),
+        statuses=parse_statuses(status),
+        limit=limit or CONTACTS_PAGE_LIMIT["csv" if csv else "json"],
+        cursor=cursor,
+    )
+    return _contacts_response(page, csv=csv)
+
+
+def _contacts_response(page: "ContactPage", *, csv: bool) -> Response:
+    if not csv:
+        return json_response(200, page.model_dump_json())
+    from hilos_runner.contact_outcomes import contacts_csv
+
+    headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None
+    return Response(status_code=200, content_type=CSV_CONTENT_TYPE, body=contacts_csv(page.items), headers=headers)
 
 
 def error_responses(*statuses: int) -> dict[int, Any]:

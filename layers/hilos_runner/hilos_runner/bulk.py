@@ -8,12 +8,19 @@ With an Idempotency-Key the bulk id is derived from (flow, key, body): a repeat 
 idempotency TTL gets the first 202 from Powertools; a repeat after a failed submit (some chunks could
 not be queued, 503) resumes it, re-sending the chunks not yet run. Without a key every submit is
 a new bulk run.
+
+The parent record's status follows its chunks (``BulkTracker``): QUEUED while no chunk has been sent,
+IN_PROGRESS until every chunk's execution is finished in Hilos (or the chunk is known not started), then
+COMPLETED, or COMPLETED_WITH_ERRORS when a chunk was not started (rejected, failed) or canceled, or a contact
+failed or expired. The status sync moves it (the parent sits in the ``sync-pending`` index until it is finished
+and announced, one "Hilos Bulk Run Finished" event), and so does every read of ``GET /bulk-runs/{id}``, so the
+bulk run's view, its record and every listing say the same.
 """
 
 import hashlib
 from collections import Counter
 from datetime import datetime
-from enum import StrEnum
+from typing import NamedTuple
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -21,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from hilos_runner.chunking import chunk_messages, chunk_run_id
 from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
-from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus
+from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
 from hilos_runner.messages import BulkRunRequest, QueuedRun
+from hilos_runner.models import run_options_json
 from hilos_runner.observability import logger
 from hilos_runner.queue import QueueSender
 from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
@@ -41,6 +49,7 @@ class BulkCommand(BaseModel):
     flow_id: UUID
     request: BulkRunRequest
     idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+    retry_of: UUID | None = None  # the bulk run whose failed contacts this one is for (hilos_runner.retries)
     _digest: str | None = PrivateAttr(default=None)
 
     def digest(self) -> str:
@@ -74,14 +83,6 @@ class BulkAccepted(BaseModel):
     duplicates_removed: DuplicatesRemoved | None = None
 
 
-class BulkProgress(StrEnum):
-    """How far handing the chunks to Hilos got; what Hilos did with the contacts is in ``counters``."""
-
-    IN_PROGRESS = "IN_PROGRESS"  # some chunk is queued or being sent
-    COMPLETED = "COMPLETED"  # every chunk was accepted by Hilos
-    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk was tried, some were not accepted
-
-
 class BulkChunkStatus(BaseModel):
     model_config = _DEFERRED
 
@@ -102,7 +103,10 @@ class BulkRunStatus(BaseModel):
 
     id: UUID
     flow_id: UUID
-    status: BulkProgress
+    status: RunStatus = Field(
+        description="QUEUED, IN_PROGRESS until every chunk's execution is finished, then COMPLETED or "
+        "COMPLETED_WITH_ERRORS (a chunk not started or canceled, or a contact failed or expired)."
+    )
     num_contacts: int
     num_chunks: int
     created_at: datetime
@@ -110,6 +114,8 @@ class BulkRunStatus(BaseModel):
     contacts_by_status: dict[RunStatus, int]
     counters: ExecutionCounters = Field(description="Hilos' contact counters, summed over the chunks.")
     chunks_finished: int = Field(description="Chunks Hilos has finished (COMPLETED or CANCELED).")
+    contacts_url: str = Field(description="Where each contact's outcome is listed: GET /bulk-runs/{id}/contacts.")
+    retry_of: UUID | None = Field(default=None, description="The bulk run whose failed contacts this one is for.")
     chunks: list[BulkChunkStatus]
 
 
@@ -138,7 +144,9 @@ class BulkRunService:
         if parent is None:
             pending = messages
             self._store.put_many([_chunk_record(command.flow_id, message) for message in messages])
-            self._store.put(_parent_record(command, bulk_id, len(messages)))  # last: a parent has all its chunks
+            # Last: a parent has all its chunks.
+            parent_record = _parent_record(command, bulk_id, len(messages))
+            self._store.put(parent_record, options=run_options_json(command.request).encode())
         else:
             pending = self._resumable(parent, messages)
         failed = self._sender.send([message.body() for message in pending])
@@ -157,37 +165,28 @@ class BulkRunService:
         return accepted
 
     def status(self, bulk_id: UUID) -> BulkRunStatus:
+        """The bulk run as its chunks are now; the parent record is brought up to date on the way."""
         parent = self._store.get(bulk_id)
-        if parent is None or parent.num_chunks is None:
+        if parent is None or not parent.is_bulk:
             raise NotFoundError(f"no bulk run {bulk_id}")
-        chunk_ids = [chunk_run_id(bulk_id, index) for index in range(parent.num_chunks)]
-        found = self._store.get_many(chunk_ids)
-        chunks = [
-            BulkChunkStatus.model_validate(found[run_id], from_attributes=True)
-            for run_id in chunk_ids
-            if run_id in found
-        ]
-        statuses = {chunk.status for chunk in chunks}
-        if statuses & {RunStatus.QUEUED, RunStatus.SENDING} or len(chunks) < parent.num_chunks:
-            progress = BulkProgress.IN_PROGRESS
-        elif all(status.started for status in statuses):
-            progress = BulkProgress.COMPLETED
-        else:
-            progress = BulkProgress.COMPLETED_WITH_ERRORS
+        parent, found, *_ = BulkTracker(self._store).follow(parent)
+        chunks = [BulkChunkStatus.model_validate(chunk, from_attributes=True) for chunk in found]
         contacts: Counter[RunStatus] = Counter()
         for chunk in chunks:
             contacts[chunk.status] += chunk.num_contacts
         return BulkRunStatus(
             id=bulk_id,
             flow_id=parent.flow_id,
-            status=progress,
+            status=parent.status,
             num_contacts=parent.num_contacts,
-            num_chunks=parent.num_chunks,
+            num_chunks=parent.num_chunks or 0,
             created_at=parent.created_at,
             chunks_by_status=dict(Counter(chunk.status for chunk in chunks)),
             contacts_by_status=dict(contacts),
-            counters=sum((chunk.counters for chunk in chunks if chunk.counters), ExecutionCounters()),
+            counters=parent.counters or ExecutionCounters(),
             chunks_finished=sum(1 for chunk in chunks if chunk.status.finished),
+            contacts_url=parent.contacts_url,
+            retry_of=parent.retry_of,
             chunks=chunks,
         )
 
@@ -216,6 +215,65 @@ class BulkRunService:
             record.last_error = _NOT_QUEUED_PREFIX + reason
             records.append(record)
         self._store.put_many(records)
+
+
+# A chunk in one of these states will not change any more: finished in Hilos, or known never started.
+_CHUNK_DONE = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.REJECTED, RunStatus.FAILED})
+
+
+class BulkTracker:
+    """A bulk run's parent record, moved along by its chunks' records (one BatchGetItem for all of them)."""
+
+    def __init__(self, store: ExecutionStore) -> None:
+        self._store = store
+
+    def chunks(self, parent: ExecutionRecord) -> list[ExecutionRecord]:
+        """The parent's chunk records that exist, in chunk order."""
+        chunk_ids = [chunk_run_id(parent.run_id, index) for index in range(parent.num_chunks or 0)]
+        found = self._store.get_many(chunk_ids)
+        return [found[run_id] for run_id in chunk_ids if run_id in found]
+
+    def follow(self, parent: ExecutionRecord, *, revisit_at: datetime | None = None) -> "Followed":
+        """``parent`` with the status and summed counters its chunks give it, written when they changed (or, with
+        ``revisit_at``, a status sync's visit: always, due again then unless finished), with its chunks. The write is
+        conditional on the parent being as read; when someone else wrote it first, their version is returned."""
+        chunks = self.chunks(parent)
+        status, counters = bulk_progress(parent, chunks)
+        if revisit_at is None and (status, counters) == (parent.status, parent.counters or ExecutionCounters()):
+            return Followed(parent, chunks)
+        now = utc_now()
+        followed = parent.model_copy(
+            update={
+                "status": status,
+                "counters": counters,
+                "synced_at": now,
+                "next_sync_at": now if status.finished else (revisit_at or parent.next_sync_at),
+                "updated_at": now,
+            }
+        )
+        if not self._store.replace_if_unchanged(followed, parent):
+            return Followed(self._store.get(parent.run_id) or parent, chunks, changed_meanwhile=True)
+        if status.finished and not parent.status.finished:
+            logger.info("bulk run finished", extra={"bulk_id": str(parent.run_id), "status": status.value})
+        return Followed(followed, chunks)
+
+
+class Followed(NamedTuple):
+    record: ExecutionRecord  # the parent as stored now
+    chunks: list[ExecutionRecord]
+    changed_meanwhile: bool = False  # someone else wrote the parent first (their version is ``record``)
+
+
+def bulk_progress(parent: ExecutionRecord, chunks: list[ExecutionRecord]) -> tuple[RunStatus, ExecutionCounters]:
+    """A bulk run's status and Hilos' contact counters summed over its chunks."""
+    counters = sum((chunk.counters for chunk in chunks if chunk.counters), ExecutionCounters())
+    statuses = {chunk.status for chunk in chunks}
+    if len(chunks) < (parent.num_chunks or 0) or not statuses <= _CHUNK_DONE:
+        nothing_sent = statuses <= {RunStatus.QUEUED} and not any(chunk.attempts for chunk in chunks)
+        return (RunStatus.QUEUED if nothing_sent else RunStatus.IN_PROGRESS), counters
+    if statuses == {RunStatus.COMPLETED} and not (counters.failed or counters.expired or counters.canceled):
+        return RunStatus.COMPLETED, counters
+    return RunStatus.COMPLETED_WITH_ERRORS, counters
 
 
 def _bulk_id(command: BulkCommand) -> UUID:
@@ -262,4 +320,5 @@ def _parent_record(command: BulkCommand, bulk_id: UUID, num_chunks: int) -> Exec
         idempotency_key=command.idempotency_key,
         num_chunks=num_chunks,
         duplicates_removed=removed.for_record() if (removed := command.request.duplicates_removed) else None,
+        retry_of=command.retry_of,
     )

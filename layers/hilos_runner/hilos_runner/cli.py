@@ -3,7 +3,9 @@
     hilos-runner enqueue --flow-id UUID [--queue-url URL | --stack-name NAME] [--chunk-size N]
                          [--has-priority] [--variables JSON] [--idempotency-key KEY]
                          [--on-duplicate drop|reject] [--dry-run] contacts.csv|.json
-    hilos-runner schema [--event] [--output schemas/queued-run.schema.json]
+    hilos-runner contacts RUN_ID [--status FAILED[,EXPIRED]] [--api-url URL | --stack-name NAME] > contacts.csv
+    hilos-runner retry RUN_ID [--status FAILED,EXPIRED] [--idempotency-key KEY] [--api-url URL | --stack-name NAME]
+    hilos-runner schema [--event | --bulk-event] [--output schemas/queued-run.schema.json]
 
 ``enqueue`` validates the whole file first with the bulk API's own reader (hilos_runner.contacts_input)
 and stops, sending nothing, if any row is bad (or, with ``--dry-run``, after saying what it would send);
@@ -11,7 +13,13 @@ otherwise it splits the contacts with the bulk API's chunking and sends the mess
 with a progress bar on large files.
 
 The queue is ``--queue-url``, or the RunsQueueUrl output of the CloudFormation stack ``--stack-name``,
-or the local stack's (``make dev`` writes .local/stack.json). This module lives in the layer package so
+or the local stack's (``make dev`` writes .local/stack.json).
+
+``contacts`` and ``retry`` talk to the run API (a run or a bulk run alike): ``--api-url``, or the ApiUrl output of
+the stack ``--stack-name``, or the local stack's; the bearer token comes from ``HILOS_RUNNER_API_TOKEN`` (a JWT of
+the stack's user pool or your OIDC provider), or the local stack's. ``contacts`` writes every page as one CSV in
+the bulk API's columns; ``retry`` uses the key ``retry-<run id>-<statuses>`` unless given one, so running the
+same command twice starts one run. This module lives in the layer package so
 that the CLI and the functions share one installable; Lambda never imports it, and it imports tqdm
 and boto3 only when a command runs.
 """
@@ -22,6 +30,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
@@ -47,14 +56,21 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     args = _parser().parse_args(argv)
     from hilos_runner.observability import logger
 
+    level = logger.log_level
     logger.setLevel(logging.ERROR)  # the CLI reports problems itself, in plain text
     try:
         if args.command == "schema":
             return _schema(args, out)
+        if args.command == "contacts":
+            return _contacts(args, out, err)
+        if args.command == "retry":
+            return _retry(args, out, err)
         return _enqueue(args, out, err)
     except CliError as exc:
         print(f"hilos-runner: {exc}", file=err)
         return 2
+    finally:
+        logger.setLevel(level)  # as it was: main() may run inside another program (tests)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,12 +105,38 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="check the file and say what would be sent; send nothing"
     )
 
+    contacts = commands.add_parser(
+        "contacts", help="write a run's (or bulk run's) contacts with their Hilos outcome as CSV to stdout"
+    )
+    retry = commands.add_parser(
+        "retry", help="start one new run for the contacts of a finished run that did not get the flow"
+    )
+    for command in (contacts, retry):
+        command.add_argument("run_id", type=UUID, help="the run's (or bulk run's) id")
+        where = command.add_mutually_exclusive_group()
+        where.add_argument("--api-url", help="the run API (default: the local stack's, .local/stack.json)")
+        where.add_argument("--stack-name", help="read the API from this CloudFormation stack's ApiUrl output")
+        command.add_argument("--stack-file", type=Path, default=DEFAULT_STACK_FILE, help=argparse.SUPPRESS)
+        command.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    contacts.add_argument("--status", help="only contacts in these Hilos statuses, e.g. FAILED or FAILED,EXPIRED")
+    contacts.add_argument(
+        "--page-size", type=_chunk_size, help="contacts per API request (default: the API's, 1000 for CSV)"
+    )
+    retry.add_argument("--status", default="FAILED,EXPIRED", help="contacts in these statuses (default FAILED,EXPIRED)")
+    retry.add_argument("--idempotency-key", type=_key_prefix, help="default: retry-<run id>-<statuses>")
+
     schema = commands.add_parser("schema", help="print the JSON Schema of a queued-run message")
     schema.add_argument(
         "--event",
         action="store_true",
         help="the detail of the 'Hilos Run Finished' EventBridge event instead "
         "(schemas/run-finished-event.schema.json)",
+    )
+    schema.add_argument(
+        "--bulk-event",
+        action="store_true",
+        help="the detail of the 'Hilos Bulk Run Finished' EventBridge event instead "
+        "(schemas/bulk-run-finished-event.schema.json)",
     )
     schema.add_argument("--output", type=Path, help="write it to this file instead")
     return parser
@@ -116,10 +158,13 @@ def _key_prefix(text: str) -> str:
 
 
 def _schema(args: argparse.Namespace, out: TextIO) -> int:
-    from hilos_runner.completion_events import run_finished_json_schema
+    from hilos_runner.completion_events import bulk_run_finished_json_schema, run_finished_json_schema
     from hilos_runner.messages import queued_run_json_schema
 
-    document = run_finished_json_schema() if args.event else queued_run_json_schema()
+    if args.bulk_event:
+        document = bulk_run_finished_json_schema()
+    else:
+        document = run_finished_json_schema() if args.event else queued_run_json_schema()
     if args.output:
         args.output.write_text(document)
         print(f"wrote {args.output}", file=out)
@@ -218,7 +263,7 @@ def _queue(args: argparse.Namespace) -> tuple[str, Any]:
     return queue_url, boto3.client("sqs", region_name=region, endpoint_url=endpoint)
 
 
-def _stack_output(cloudformation: Any, stack_name: str) -> str:
+def _stack_output(cloudformation: Any, stack_name: str, key: str = "RunsQueueUrl") -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -226,23 +271,127 @@ def _stack_output(cloudformation: Any, stack_name: str) -> str:
     except (ClientError, BotoCoreError) as exc:
         raise CliError(f"cannot read stack {stack_name!r}: {exc}") from None
     for output in stack.get("Outputs", []):
-        if output["OutputKey"] == "RunsQueueUrl":
+        if output["OutputKey"] == key:
             return str(output["OutputValue"])
-    raise CliError(f"stack {stack_name!r} has no RunsQueueUrl output")
+    raise CliError(f"stack {stack_name!r} has no {key} output")
 
 
-def _local_stack(path: Path) -> dict[str, Any]:
+def _local_stack(path: Path, needs: str = "queue_url", given: str = "--queue-url or --stack-name") -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CliError(
-            f"no --queue-url or --stack-name given and no local stack ({path}); start it with make dev"
-        ) from None
+        raise CliError(f"no {given} given and no local stack ({path}); start it with make dev") from None
     except ValueError:
         raise CliError(f"{path} is not valid JSON") from None
-    if not info.get("queue_url"):
-        raise CliError(f"{path} names no queue_url")
+    if not info.get(needs):
+        raise CliError(f"{path} names no {needs}")
     return dict(info)
+
+
+# -- the run API: contacts and retries -----------------------------------------------------------------
+API_TOKEN_VARIABLE = "HILOS_RUNNER_API_TOKEN"  # noqa: S105 - the name of a variable, not a value
+_API_TIMEOUT_SECONDS = (5, 35)  # the API answers within API Gateway's 29 s
+_MAX_RETRY_REQUESTS = 20
+
+
+class _Api:
+    """The run API as the CLI reaches it: a base URL and a bearer token."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import requests
+
+        token = os.environ.get(API_TOKEN_VARIABLE)
+        if args.api_url:
+            self.url = args.api_url
+        elif args.stack_name:
+            import boto3
+
+            client = boto3.client("cloudformation", region_name=args.region)
+            self.url = _stack_output(client, args.stack_name, "ApiUrl")
+        else:
+            local = _local_stack(args.stack_file, "api_url", "--api-url or --stack-name")
+            self.url, token = local["api_url"], token or local.get("api_token")
+        if not token:
+            raise CliError(f"set {API_TOKEN_VARIABLE} to a bearer token (JWT) for the API")
+        self.url = self.url.rstrip("/")
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            return self._session.request(method, self.url + path, timeout=_API_TIMEOUT_SECONDS, **kwargs)
+        except requests.RequestException as exc:
+            raise CliError(f"cannot reach the API at {self.url}: {type(exc).__name__}") from None
+
+    def run(self, run_id: UUID) -> dict[str, Any]:
+        """The run's (or bulk run's parent) record."""
+        return dict(self.ok(self.call("GET", f"/runs/{run_id}"), 200).json())
+
+    @staticmethod
+    def ok(response: Any, *statuses: int) -> Any:
+        if response.status_code in statuses:
+            return response
+        try:
+            problem = response.json()
+            message = f"{problem.get('code')}: {problem.get('message')}"
+            details = "; ".join(f"{d['field']}: {d['reason']}" for d in problem.get("details") or [])
+        except ValueError:
+            message, details = response.text[:200], ""
+        raise CliError(f"the API answered {response.status_code} ({message}{'; ' + details if details else ''})")
+
+
+def _contacts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    api = _Api(args)
+    path = api.run(args.run_id)["contacts_url"]
+    query = {"status": args.status} if args.status else {}
+    if args.page_size:
+        query["limit"] = str(args.page_size)
+    written = 0
+    cursor = None
+    while True:
+        page = {**query, **({"cursor": cursor} if cursor else {})}
+        response = api.ok(api.call("GET", path, params=page, headers={"Accept": "text/csv"}), 200)
+        lines = response.content.decode("utf-8").splitlines(keepends=True)
+        out.writelines(lines if written == 0 else lines[1:])  # one header row for the whole file
+        written += len(lines) - 1
+        cursor = response.headers.get("X-Next-Cursor")
+        if not cursor:
+            break
+    print(f"{written} contacts", file=err)
+    return 0
+
+
+def _code(response: Any) -> str | None:
+    try:
+        return str(response.json().get("code"))
+    except (ValueError, AttributeError):
+        return None
+
+
+def _retry(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    api = _Api(args)
+    statuses = [name.strip().upper() for name in args.status.split(",") if name.strip()]
+    record = api.run(args.run_id)
+    bulk = record.get("num_chunks") is not None
+    key = args.idempotency_key or f"retry-{args.run_id}-{'-'.join(sorted(statuses))}"
+    path = f"/{'bulk-runs' if bulk else 'runs'}/{args.run_id}/retries"
+    for _ in range(_MAX_RETRY_REQUESTS):  # a large bulk run's contacts may take several requests to gather
+        response = api.call("POST", path, json={"statuses": statuses}, headers={"Idempotency-Key": key})
+        if response.status_code != 503 or _code(response) != "contacts_not_read_yet":
+            break
+        time.sleep(float(response.headers.get("Retry-After") or 1))
+    answer = api.ok(response, 201, 202).json()
+    if bulk:
+        print(f"bulk run:  {answer['id']} ({answer['num_contacts']} contacts, {answer['chunks']} chunks)", file=out)
+        print(f"follow:    {answer['status_url']}", file=out)
+    else:
+        run = answer["run"]
+        print(f"run:       {run['run_id']} ({run['num_contacts']} contacts, {run['status']})", file=out)
+        print(f"follow:    /runs/{run['run_id']}", file=out)
+    print(f"retry of:  {args.run_id} (contacts {', '.join(statuses)}; key {key})", file=err)
+    return 0
 
 
 class _NoBar:

@@ -6,6 +6,10 @@ bus COMPLETION_EVENT_BUS_NAME (source ``hilos-runner``, detail-type ``Hilos Run 
 --event``). Delivery is at least once: the record remembers that its event was published
 (``event_published_at``) only after EventBridge accepted it, so a crash in between publishes it again
 at the next sync. Consumers that must act once deduplicate on ``detail.run_id``.
+
+A bulk run is announced once too, when its last chunk is done: detail-type ``Hilos Bulk Run Finished``, detail a
+``BulkRunFinishedEvent`` (schemas/bulk-run-finished-event.schema.json, ``hilos-runner schema --bulk-event``) with
+its chunks' counters summed; each chunk still has its own "Hilos Run Finished" event (``parent_id`` set).
 """
 
 from datetime import datetime
@@ -20,6 +24,7 @@ from hilos_runner.messages import json_schema_document
 
 EVENT_SOURCE = "hilos-runner"
 EVENT_DETAIL_TYPE = "Hilos Run Finished"
+BULK_EVENT_DETAIL_TYPE = "Hilos Bulk Run Finished"
 
 
 class RunFinishedEvent(BaseModel):
@@ -34,6 +39,7 @@ class RunFinishedEvent(BaseModel):
     num_contacts: int
     counters: ExecutionCounters
     finished_at: Timestamp = Field(description="When the status sync saw the run finished (UTC).")
+    contacts_url: str = Field(description="Each contact's outcome (status, reason), relative to the API's URL.")
 
     @classmethod
     def of(cls, record: ExecutionRecord) -> "RunFinishedEvent":
@@ -50,13 +56,61 @@ class RunFinishedEvent(BaseModel):
                 "num_contacts": record.num_contacts,
                 "counters": record.counters or ExecutionCounters(),
                 "finished_at": record.synced_at,
+                "contacts_url": record.contacts_url,
             }
         )
+
+
+class BulkRunFinishedEvent(BaseModel):
+    """The ``detail`` of a "Hilos Bulk Run Finished" event: every chunk of the bulk run is done."""
+
+    bulk_id: UUID = Field(description="The bulk run's id (GET /bulk-runs/{id}); unique per bulk run.")
+    flow_id: UUID
+    status: Literal[RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_ERRORS] = Field(
+        description="COMPLETED_WITH_ERRORS when a chunk was not started or was canceled, or a contact failed or "
+        "expired."
+    )
+    num_contacts: int
+    num_chunks: int
+    counters: ExecutionCounters = Field(description="Hilos' contact counters, summed over the chunks.")
+    retry_of: UUID | None = Field(description="The bulk run whose failed contacts this one was for.")
+    finished_at: Timestamp = Field(description="When the last chunk was seen done (UTC).")
+    contacts_url: str = Field(description="Each contact's outcome (status, reason), relative to the API's URL.")
+
+    @classmethod
+    def of(cls, record: ExecutionRecord) -> "BulkRunFinishedEvent":
+        if not record.is_bulk or not record.status.finished:
+            raise ValueError("only a finished bulk run has a bulk completion event")
+        return cls.model_validate(
+            {
+                "bulk_id": record.run_id,
+                "flow_id": record.flow_id,
+                "status": record.status,
+                "num_contacts": record.num_contacts,
+                "num_chunks": record.num_chunks,
+                "counters": record.counters or ExecutionCounters(),
+                "retry_of": record.retry_of,
+                "finished_at": record.synced_at or record.updated_at,
+                "contacts_url": record.contacts_url,
+            }
+        )
+
+
+def finished_event(record: ExecutionRecord) -> tuple[str, BaseModel]:
+    """The detail-type and detail of ``record``'s completion event (a run's, or a bulk run's)."""
+    if record.is_bulk:
+        return BULK_EVENT_DETAIL_TYPE, BulkRunFinishedEvent.of(record)
+    return EVENT_DETAIL_TYPE, RunFinishedEvent.of(record)
 
 
 def run_finished_json_schema() -> str:
     """schemas/run-finished-event.schema.json's content, generated from the model."""
     return json_schema_document(RunFinishedEvent)
+
+
+def bulk_run_finished_json_schema() -> str:
+    """schemas/bulk-run-finished-event.schema.json's content, generated from the model."""
+    return json_schema_document(BulkRunFinishedEvent)
 
 
 class CompletionEventPublisher:
@@ -65,13 +119,15 @@ class CompletionEventPublisher:
         self._bus_name = bus_name
 
     def publish(self, record: ExecutionRecord, at: datetime) -> None:
-        """Put the run's event on the bus; raises DependencyUnavailableError if EventBridge did not take it."""
+        """Put the run's (or bulk run's) event on the bus; raises DependencyUnavailableError if EventBridge did not
+        take it."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        detail_type, detail = finished_event(record)
         entry = {
             "Source": EVENT_SOURCE,
-            "DetailType": EVENT_DETAIL_TYPE,
-            "Detail": RunFinishedEvent.of(record).model_dump_json(),
+            "DetailType": detail_type,
+            "Detail": detail.model_dump_json(),
             "EventBusName": self._bus_name,
             "Resources": [],
             "Time": at,

@@ -34,6 +34,24 @@ class NotFoundError(HilosRunnerError):
     code = "not_found"
 
 
+class RunNotFinishedError(HilosRunnerError):
+    """The run (or bulk run) is still going: what became of its contacts is not known yet."""
+
+    code = "run_not_finished"
+
+
+class ContactsNotReadYetError(HilosRunnerError):
+    """A retry of a large bulk run needs more of Hilos' contact lists than one request can read: what was read is
+    kept, so the same request again goes on from there."""
+
+    code = "contacts_not_read_yet"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class InvalidRequestError(HilosRunnerError):
     """Input we could not express as a pydantic model error (an opaque cursor, a CSV file)."""
 

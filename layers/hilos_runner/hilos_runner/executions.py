@@ -15,7 +15,10 @@ Table layout (template.yaml ``ExecutionsTable``):
 
 Beside each run's record, the body sent to Hilos is kept (items ``request#<run_id>#<part>``, zlib, in parts
 under DynamoDB's item limit, a short TTL): a run whose answer was lost and that Hilos shows never started
-can be sent again exactly as it was. These items carry no index attribute, so no listing ever sees them.
+can be sent again exactly as it was. Once a run has finished, its contacts' outcomes as Hilos listed them are
+kept the same way (items ``contacts#<run_id>#<part>``, the record's TTL), and so are its ``has_priority`` and
+``flow_execution_variables`` (``options#<run_id>#<part>``, for a retry of its contacts), so reading them again costs Hilos
+nothing. These items carry no index attribute, so no listing ever sees them.
 """
 
 import base64
@@ -23,13 +26,13 @@ import binascii
 import json
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, Field, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer, computed_field
 
 from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
@@ -42,8 +45,10 @@ SYNC_INDEX_NAME = "sync-pending"
 SYNC_SHARDS = 4
 _SYNC_PENDING = "PENDING#{shard}"
 _REQUEST_KEY = "request#{run_id}#{part}"
-# DynamoDB refuses items over 400 KB (names included): a request body is kept in parts of this size.
-_REQUEST_PART_BYTES = 350_000
+_CONTACTS_KEY = "contacts#{run_id}#{part}"
+_OPTIONS_KEY = "options#{run_id}#{part}"
+# DynamoDB refuses items over 400 KB (names included): a kept body is stored in parts of this size.
+_PART_BYTES = 350_000
 _CURSOR_KEY_ATTRIBUTES = {"run_id", "listed_flow_id", "created_at"}
 # DynamoDB's per-call limits for BatchWriteItem and BatchGetItem.
 _BATCH_WRITE_ITEMS = 25
@@ -63,6 +68,9 @@ class RunStatus(StrEnum):
     RUNNING = "RUNNING"  # Hilos is running the flow for the contacts (or paused it)
     COMPLETED = "COMPLETED"  # Hilos finished the execution (terminal)
     CANCELED = "CANCELED"  # the execution was canceled in Hilos (terminal)
+    # A bulk run's parent record, from its chunks (hilos_runner.bulk):
+    IN_PROGRESS = "IN_PROGRESS"  # some chunk is queued, being sent, or not finished in Hilos
+    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk done; some not started, or contacts failed
 
     @property
     def started(self) -> bool:
@@ -71,12 +79,12 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        """Terminal in Hilos: the status sync stops fetching it."""
+        """Terminal in Hilos (a bulk run: every chunk is): the status sync stops fetching it."""
         return self in _FINISHED
 
 
 _STARTED = frozenset({RunStatus.SUBMITTED, RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.CANCELED})
-_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED})
+_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.COMPLETED_WITH_ERRORS})
 # Hilos' FlowExecutionStatusEnum as our status; anything else (a value Hilos adds later) keeps the
 # record where it is, and the sync keeps looking.
 _STATUS_OF_HILOS = {
@@ -173,6 +181,9 @@ class ExecutionRecord(BaseModel):
     )
     reconciled_at: Timestamp | None = Field(default=None, description="When reconciliation last looked the run up.")
     reconcile_attempts: int = Field(default=0, description="How often reconciliation looked the run up in Hilos.")
+    retry_of: UUID | None = Field(
+        default=None, description="The run (or bulk run) whose failed contacts this one was started for."
+    )
     # Identify the run among Hilos' executions (hilos_runner.matching); kept in the table, never answered.
     contacts_digest: str | None = Field(default=None, exclude=True)
     contact_ids: list[str] | None = Field(default=None, exclude=True)
@@ -181,6 +192,18 @@ class ExecutionRecord(BaseModel):
     )
     created_at: Timestamp = Field(default_factory=utc_now)
     updated_at: Timestamp = Field(default_factory=utc_now)
+
+    @computed_field(description="Where each contact's outcome is listed (GET, also as CSV).")  # type: ignore[prop-decorator]
+    @property
+    def contacts_url(self) -> str:
+        if self.is_bulk:
+            return f"/bulk-runs/{self.run_id}/contacts"
+        return f"/runs/{self.run_id}/contacts"
+
+    @property
+    def is_bulk(self) -> bool:
+        """The parent record of a bulk run: its status follows its chunks (hilos_runner.bulk)."""
+        return self.num_chunks is not None
 
     @property
     def awaits_reconcile(self) -> bool:
@@ -198,6 +221,8 @@ class ExecutionRecord(BaseModel):
         it, or its completion event is not yet published."""
         if self.awaits_reconcile:
             return True
+        if self.is_bulk:  # followed until every chunk is finished, then announced once
+            return not self.status.finished or self.event_published_at is None
         if self.hilos_execution_id is None or not self.status.started:
             return False
         return not self.status.finished or self.event_published_at is None
@@ -216,34 +241,51 @@ class ExecutionStore:
         self._table = table_name
         self._ttl = timedelta(days=ttl_days)
 
-    def put(self, record: ExecutionRecord) -> None:
-        self._call("put_item", TableName=self._table, Item=self._item(record))
+    def put(self, record: ExecutionRecord, *, options: bytes | None = None) -> None:
+        """Write ``record``; with ``options`` (a run's has_priority and flow_execution_variables, JSON), those too,
+        kept beside it for its lifetime so that a retry of its contacts runs as it did."""
+        if options is None:
+            self._call("put_item", TableName=self._table, Item=self._item(record))
+            return
+        self._write_batches([self._item(record), *self._options_items(record, options)])
 
-    def put_with_request(self, record: ExecutionRecord, body: bytes, keep: timedelta) -> None:
-        """Write ``record`` and the body about to be sent to Hilos for it (kept for ``keep``), in one call."""
-        packed = zlib.compress(body)
-        parts = [packed[start : start + _REQUEST_PART_BYTES] for start in range(0, len(packed), _REQUEST_PART_BYTES)]
-        expires = str(int((utc_now() + keep).timestamp()))
-        items = [
-            {
-                "run_id": {"S": _REQUEST_KEY.format(run_id=record.run_id, part=index)},
-                "body": {"B": part},
-                "parts": {"N": str(len(parts))},
-                "expires_at": {"N": expires},
-            }
-            for index, part in enumerate(parts)
-        ]
-        self._write_batches([self._item(record), *items])
+    def put_with_request(
+        self, record: ExecutionRecord, body: bytes, keep: timedelta, *, options: bytes | None = None
+    ) -> None:
+        """Write ``record`` and the body about to be sent to Hilos for it (kept for ``keep``), in one call; with
+        ``options``, those too (see ``put``)."""
+        items = _blob_items(_REQUEST_KEY, record.run_id, body, utc_now() + keep)
+        kept = self._options_items(record, options) if options is not None else []
+        self._write_batches([self._item(record), *items, *kept])
+
+    def run_options(self, run_id: UUID) -> bytes | None:
+        """The options kept with ``put(..., options=)``; None for a run recorded without them."""
+        return self._blob(_OPTIONS_KEY, run_id)
+
+    def _options_items(self, record: ExecutionRecord, options: bytes) -> list[dict[str, Any]]:
+        # Beside the record, not in it: flow_execution_variables may be larger than a DynamoDB item.
+        return _blob_items(_OPTIONS_KEY, record.run_id, options, record.created_at + self._ttl)
 
     def request_body(self, run_id: UUID) -> bytes | None:
         """The body last sent to Hilos for ``run_id``; None when it was never kept or has expired."""
+        return self._blob(_REQUEST_KEY, run_id)
+
+    def put_contact_outcomes(self, record: ExecutionRecord, data: bytes) -> None:
+        """Keep a finished run's contact outcomes (``data``, JSON) beside its record, for the record's lifetime."""
+        self._write_batches(_blob_items(_CONTACTS_KEY, record.run_id, data, record.created_at + self._ttl))
+
+    def contact_outcomes(self, run_id: UUID) -> bytes | None:
+        """A finished run's kept contact outcomes; None when they were not kept (yet) or have expired."""
+        return self._blob(_CONTACTS_KEY, run_id)
+
+    def _blob(self, key: str, run_id: UUID) -> bytes | None:
         parts: list[bytes] = []
         count = 1
         while len(parts) < count:  # one GetItem a part: nearly every body is one part
             item = self._call(
                 "get_item",
                 TableName=self._table,
-                Key={"run_id": {"S": _REQUEST_KEY.format(run_id=run_id, part=len(parts))}},
+                Key={"run_id": {"S": key.format(run_id=run_id, part=len(parts))}},
                 ConsistentRead=True,
             ).get("Item")
             if item is None or int(item["expires_at"]["N"]) < time.time():
@@ -383,7 +425,7 @@ class ExecutionStore:
         last_key = answer.get("LastEvaluatedKey")
         return RunPage(
             items=[_from_item(item) for item in answer.get("Items", [])],
-            next_cursor=_encode_cursor(last_key) if last_key else None,
+            next_cursor=encode_cursor(last_key) if last_key else None,
         )
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
@@ -402,10 +444,27 @@ class ExecutionStore:
             raise DependencyUnavailableError(f"DynamoDB {operation} failed ({type(exc).__name__})") from exc
 
 
+def _blob_items(key: str, run_id: UUID, data: bytes, expires: datetime) -> list[dict[str, Any]]:
+    """``data`` compressed, in items of at most _PART_BYTES keyed ``key`` (``#0``, ``#1``...), expiring then."""
+    packed = zlib.compress(data)
+    parts = [packed[start : start + _PART_BYTES] for start in range(0, len(packed), _PART_BYTES)] or [b""]
+    expires_at = str(int(expires.timestamp()))
+    return [
+        {
+            "run_id": {"S": key.format(run_id=run_id, part=index)},
+            "body": {"B": part},
+            "parts": {"N": str(len(parts))},
+            "expires_at": {"N": expires_at},
+        }
+        for index, part in enumerate(parts)
+    ]
+
+
 # Items are strings, numbers, maps and lists (counters, duplicates_removed): mapping them by hand is a few lines and
 # keeps boto3's resource layer (and its cold-start cost) out of the functions.
 def _to_item(record: ExecutionRecord) -> dict[str, Any]:
-    return {name: _attribute(value) for name, value in record.model_dump(mode="json", exclude_none=True).items()}
+    fields = record.model_dump(mode="json", exclude_none=True, exclude={"contacts_url"})
+    return {name: _attribute(value) for name, value in fields.items()}
 
 
 def _attribute(value: Any) -> dict[str, Any]:
@@ -431,25 +490,35 @@ def _from_item(item: dict[str, Any]) -> ExecutionRecord:
     )
 
 
-def _encode_cursor(key: dict[str, Any]) -> str:
+def encode_cursor(key: dict[str, Any]) -> str:
+    """An opaque cursor for a listing's position (URL-safe base64 of its JSON)."""
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, flow_id: UUID) -> dict[str, Any]:
+def decode_cursor(cursor: str, valid: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """The position ``encode_cursor`` wrote into ``cursor``, if ``valid`` says it is one of this listing's (``what``:
+    "this flow", "this run"); anything else (forged, stale, of another listing) is an invalid request."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        # Exactly the index's key, as this listing wrote it: anything else is forged or stale.
-        valid = (
-            isinstance(key, dict)
-            and set(key) == _CURSOR_KEY_ATTRIBUTES
-            and all(isinstance(value, dict) and set(value) == {"S"} for value in key.values())
-            and key["listed_flow_id"] == {"S": str(flow_id)}
-        )
+        accepted = isinstance(key, dict) and valid(key)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        valid = False
-    if not valid:
+        accepted = False
+    if not accepted:
         raise InvalidRequestError(
-            "cursor is not valid for this flow",
+            f"cursor is not valid for {what}",
             details=[{"field": "query.cursor", "reason": "not a cursor returned by this listing"}],
         )
-    return key
+    return dict(key)
+
+
+def _decode_cursor(cursor: str, flow_id: UUID) -> dict[str, Any]:
+    # Exactly the index's key, as this listing wrote it: anything else is forged or stale.
+    return decode_cursor(
+        cursor,
+        lambda key: (
+            set(key) == _CURSOR_KEY_ATTRIBUTES
+            and all(isinstance(value, dict) and set(value) == {"S"} for value in key.values())
+            and key["listed_flow_id"] == {"S": str(flow_id)}
+        ),
+        "this flow",
+    )

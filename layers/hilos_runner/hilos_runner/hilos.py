@@ -41,6 +41,8 @@ from hilos_runner.settings import Settings
 _OUTCOME_UNKNOWN_STATUSES = {504}
 _MAX_UPSTREAM_MESSAGE = 500
 
+# The page size asked of Hilos' List Flow Execution Contacts (its spec sets no maximum; 100 is DRF's usual cap).
+CONTACTS_PAGE_SIZE = 100
 _Page = TypeVar("_Page", bound=BaseModel)
 TokenGetter = Callable[..., str]  # get(force_refresh: bool = False) -> token
 
@@ -177,6 +179,9 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
 def _checked(response: requests.Response, token: str, method: str) -> requests.Response:
     status = response.status_code
     if status < 300:
+        if token and token.encode() in response.content:
+            # What Hilos answers is stored and answered (a contact's reason, say): never our token, even echoed.
+            response._content = response.content.replace(token.encode(), b"[redacted]")
         return response
     reading = method == "GET"  # a status read: nothing can have started, whatever the answer
     if status == 404:

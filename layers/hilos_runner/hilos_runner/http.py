@@ -34,6 +34,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.HilosRunnerError], int], ...] = (
     (errors.UnsupportedMediaTypeError, 415),
     (errors.IdempotencyKeyReusedError, 422),
     (errors.IdempotencyInProgressError, 409),
+    (errors.RunNotFinishedError, 409),
     (errors.NotFoundError, 404),
     (errors.HilosRejectedError, 422),
     (errors.FlowNotFoundError, 404),
@@ -43,6 +44,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.HilosRunnerError], int], ...] = (
     # Any other Hilos answer we cannot use (a status read refused, an execution Hilos no longer knows).
     (errors.HilosError, 502),
     (errors.DependencyUnavailableError, 503),
+    (errors.ContactsNotReadYetError, 503),
     (errors.ConfigurationError, 500),
 )
 

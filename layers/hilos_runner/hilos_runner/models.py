@@ -266,6 +266,16 @@ class FlowRunRequest(BaseModel):
             self._body = self.model_dump_json(exclude_unset=True).encode()
         return self._body
 
+    def options_json(self) -> str:
+        """``has_priority`` and ``flow_execution_variables`` as sent (JSON): what a retry of its contacts keeps."""
+        return run_options_json(self)
+
+
+def run_options_json(request: BaseModel) -> str:
+    """The run options of a run or bulk request (``has_priority``, and ``flow_execution_variables`` when set), as
+    JSON: kept on the run's record so that a retry of its contacts runs as the first send did."""
+    return request.model_dump_json(include={"has_priority", "flow_execution_variables"}, exclude_unset=True)
+
 
 class FlowExecution(BaseModel):
     """Hilos' ``FlowExecutionEdit`` (run answer) and ``FlowExecutionReadDetail`` (status read), parsed
@@ -297,13 +307,17 @@ class FlowExecution(BaseModel):
 
 
 class HilosContact(BaseModel):
-    """The part of Hilos' ``ContactReadSimple`` that identifies a contact."""
+    """The part of Hilos' ``ContactReadSimple`` that identifies a contact, and what a contact file holds of it."""
 
     model_config = ConfigDict(extra="ignore")
 
     id: str | None = None
     phone: str | None = None
     canonical_phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 class FlowExecutionContact(BaseModel):

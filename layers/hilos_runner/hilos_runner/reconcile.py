@@ -40,15 +40,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from hilos_runner.errors import HilosRunnerError, HilosUnavailableError
 from hilos_runner.executions import ExecutionRecord, ExecutionStore, Resolution, RunStatus, utc_now
-from hilos_runner.hilos import HilosClient
+from hilos_runner.hilos import CONTACTS_PAGE_SIZE, HilosClient
 from hilos_runner.matching import hilos_contacts_digest
 from hilos_runner.models import FlowExecution, FlowExecutionContact, FlowRunRequest
 from hilos_runner.observability import logger, metrics
 from hilos_runner.runs import RunService
 from hilos_runner.settings import Deadline, Settings, has_time_for
 
-# Hilos' List Flow Execution Contacts page size we ask for (its spec sets no maximum; 100 is DRF's usual cap).
-CONTACTS_PAGE_SIZE = 100
 _MAX_REASON = 500
 # How far past the send window (in clock skew allowances) a run's contacts still stop a resend.
 _LATE_HORIZON_SKEWS = 5

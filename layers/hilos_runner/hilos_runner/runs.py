@@ -61,6 +61,7 @@ class RunCommand(BaseModel):
     run_id: UUID | None = None
     parent_id: UUID | None = None
     chunk_index: int | None = None
+    retry_of: UUID | None = None  # the run whose failed contacts this run is for (hilos_runner.retries)
     attempt: int = 1
     duplicates_removed: DuplicatesRemoved | None = None  # kept on the record (hilos_runner.duplicates)
     _digest: str | None = PrivateAttr(default=None)
@@ -126,13 +127,16 @@ class RunService:
             contacts_digest=digest,
             contact_ids=contact_ids or None,
             duplicates_removed=command.duplicates_removed.for_record() if command.duplicates_removed else None,
+            retry_of=command.retry_of,
             updated_at=now,
             **({"run_id": command.run_id} if command.run_id else {}),
             created_at=existing.created_at if existing else now,
         )
         # Fails before anything is sent: the caller may simply retry.
         keep = timedelta(hours=self._settings.request_body_ttl_hours)
-        self._store.put_with_request(record, command.request.hilos_body(), keep)
+        self._store.put_with_request(
+            record, command.request.hilos_body(), keep, options=command.request.options_json().encode()
+        )
         return self._send(record, command.request)
 
     def resend(self, seen: ExecutionRecord, request: FlowRunRequest, **noted: object) -> RunResult | None:

@@ -5,8 +5,9 @@ whose answer was lost are reconciled with Hilos' records (hilos_runner.reconcile
 (status + contact counters), writes what changed, and when the run reached a terminal state
 (COMPLETED, CANCELED) publishes its completion event. ``sync_due`` does that for the records due in
 the ``sync-pending`` index, oldest due first, within the invocation's budget (a record count and the
-time left), reconciling the due records that have no execution id; it is the scheduled function's whole
-job, and ``GET /runs/{id}?refresh=true`` calls ``refresh`` for one run.
+time left), reconciling the due records that have no execution id and moving bulk runs' parent records along
+with their chunks (hilos_runner.bulk: no Hilos read, one BatchGetItem; announced once when every chunk is done);
+it is the scheduled function's whole job, and ``GET /runs/{id}?refresh=true`` calls ``refresh`` for one run.
 
 Every write is conditional on the record being as it was read (``replace_if_unchanged``): two syncs of
 the same run (a tick and an on-demand refresh) never undo each other, and only the one that moves a run
@@ -24,6 +25,7 @@ from enum import StrEnum
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
+from hilos_runner.bulk import BulkTracker
 from hilos_runner.completion_events import CompletionEventPublisher
 from hilos_runner.errors import HilosRunnerError, HilosUnavailableError
 from hilos_runner.executions import (
@@ -55,6 +57,7 @@ class SyncReport(BaseModel):
     due: int = 0
     outcomes: dict[SyncOutcome, int] = {}
     reconciled: dict[ReconcileOutcome, int] = {}  # runs without an execution id, looked up in Hilos
+    bulk_runs: dict[SyncOutcome, int] = {}  # bulk runs' parent records, moved along with their chunks
     not_reached: int = 0  # due records left for the next pass (time budget, Hilos throttling)
     throttled: bool = False
 
@@ -76,8 +79,11 @@ class StatusSync:
         self._publisher = publisher
         self._reconciler = reconciler
         self._executor = executor
+        self._bulk = BulkTracker(store)
 
-    def refresh(self, record: ExecutionRecord) -> tuple[ExecutionRecord, SyncOutcome | None]:
+    def refresh(
+        self, record: ExecutionRecord, *, scheduled: bool = False
+    ) -> tuple[ExecutionRecord, SyncOutcome | None]:
         """Bring ``record`` up to date with Hilos; None as outcome when there is nothing to sync.
         Raises HilosRunnerError when Hilos or AWS failed (the record is then left as it was). A run whose
         answer was lost is looked up in Hilos first (a resend it calls for goes out at the next pass)."""
@@ -86,7 +92,15 @@ class StatusSync:
         if not record.awaits_sync or record.awaits_reconcile:
             return record, None
         outcome = SyncOutcome.UPDATED
-        if not record.status.finished:
+        if record.is_bulk and not record.status.finished:
+            # A parent costs no Hilos read: a pass looks at it again after the shortest interval. On demand (an API
+            # refresh) it keeps its place in the index, so the next pass still sees it.
+            revisit = timedelta(seconds=self._settings.status_sync_min_interval_seconds)
+            followed = self._bulk.follow(record, revisit_at=utc_now() + revisit if scheduled else None)
+            if followed.changed_meanwhile:
+                return followed.record, SyncOutcome.CHANGED_MEANWHILE
+            record = followed.record
+        elif not record.status.finished:
             assert record.hilos_execution_id is not None  # awaits_sync
             detail = self._hilos.get_flow_execution(record.hilos_execution_id)
             synced = self._synced(record, detail)
@@ -100,12 +114,40 @@ class StatusSync:
         return record, outcome
 
     def sync_due(self, deadline: Deadline) -> SyncReport:
-        """One scheduled pass: refresh (or reconcile) the records due now, up to the batch limit and the time left."""
+        """One scheduled pass: refresh (or reconcile) the records due now, up to the batch limit and the time left.
+        Bulk runs' parent records come after every other record of the pass, so they see their chunks as this
+        pass left them."""
         due = self._store.due_for_sync(utc_now(), limit=self._settings.status_sync_batch_limit)
         report = SyncReport(due=len(due))
         throttled = threading.Event()  # Hilos answered 429: this pass starts no more reads
         view = self._reconciler.view()  # Hilos' lists as this pass reads them, shared by its reconciliations
-        pending = iter(due)
+        runs = [record for record in due if not record.is_bulk]
+        parents = [record for record in due if record.is_bulk]
+        report.not_reached = self._visit_all(
+            runs, report.outcomes, report=report, throttled=throttled, deadline=deadline, view=view
+        )
+        # A parent's visit reads no Hilos: a throttled pass still moves bulk runs along.
+        report.not_reached += self._visit_all(
+            parents, report.bulk_runs, report=report, throttled=threading.Event(), deadline=deadline, view=view
+        )
+        report.throttled = throttled.is_set()
+        metrics.add_metric(name="StatusSyncBacklog", unit=MetricUnit.Count, value=report.not_reached)
+        logger.info("status sync pass", extra={"report": report.model_dump(mode="json")})
+        return report
+
+    def _visit_all(
+        self,
+        records: list[ExecutionRecord],
+        outcomes: dict[SyncOutcome, int],
+        *,
+        report: SyncReport,
+        throttled: threading.Event,
+        deadline: Deadline,
+        view: HilosView,
+    ) -> int:
+        """Visit ``records``, WORKER_CONCURRENCY at a time, counting into ``outcomes`` (and reconciliations into
+        ``report``); the number of records left unvisited."""
+        pending = iter(records)
         running: set[Future[SyncOutcome | ReconcileOutcome | None]] = set()
         for record in _take(pending, self._settings.worker_concurrency):
             running.add(self._executor.submit(self._visit, record, throttled, deadline, view))
@@ -116,16 +158,12 @@ class StatusSync:
                 if isinstance(outcome, ReconcileOutcome):
                     report.reconciled[outcome] = report.reconciled.get(outcome, 0) + 1
                 elif outcome is not None:
-                    report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if throttled.is_set() or not has_time_for(deadline, self._settings.hilos_status_read_budget_seconds):
                 continue  # start no new reads; let the running ones end
             for record in _take(pending, len(finished)):
                 running.add(self._executor.submit(self._visit, record, throttled, deadline, view))
-        report.not_reached = sum(1 for _ in pending)
-        report.throttled = throttled.is_set()
-        metrics.add_metric(name="StatusSyncBacklog", unit=MetricUnit.Count, value=report.not_reached)
-        logger.info("status sync pass", extra={"report": report.model_dump(mode="json")})
-        return report
+        return sum(1 for _ in pending)
 
     def _visit(
         self, record: ExecutionRecord, throttled: threading.Event, deadline: Deadline, view: HilosView
@@ -139,7 +177,7 @@ class StatusSync:
                     if reconciled.throttled:
                         throttled.set()
                     return reconciled.outcome
-                return self.refresh(record)[1]
+                return self.refresh(record, scheduled=True)[1]
             except HilosRunnerError as error:
                 if isinstance(error, HilosUnavailableError) and error.status == 429:
                     throttled.set()

@@ -23,11 +23,13 @@ if TYPE_CHECKING:
 
     from hilos_runner.bulk import BulkAccepted, BulkCommand, BulkFingerprint, BulkRunService
     from hilos_runner.completion_events import CompletionEventPublisher
+    from hilos_runner.contact_outcomes import ContactOutcomes
     from hilos_runner.credentials import HilosTokenSource
     from hilos_runner.executions import ExecutionStore
     from hilos_runner.hilos import HilosClient
     from hilos_runner.queue import QueueSender
     from hilos_runner.reconcile import Reconciler
+    from hilos_runner.retries import RetryService
     from hilos_runner.runs import RunCommand, RunFingerprint, RunResult, RunService
     from hilos_runner.sync import StatusSync
     from hilos_runner.worker import QueuedRunWorker
@@ -156,6 +158,20 @@ def reconciler() -> "Reconciler":
     from hilos_runner.reconcile import Reconciler
 
     return Reconciler(get_settings(), hilos_client(), execution_store(), run_service())
+
+
+@cache
+def contact_outcomes() -> "ContactOutcomes":
+    from hilos_runner.contact_outcomes import ContactOutcomes
+
+    return ContactOutcomes(hilos_client(), execution_store())
+
+
+@cache
+def retry_service() -> "RetryService":
+    from hilos_runner.retries import RetryService
+
+    return RetryService(execution_store(), contact_outcomes(), start_run, submit_bulk)
 
 
 @cache
@@ -300,6 +316,8 @@ def reset() -> None:
         completion_publisher,
         reconciler,
         status_sync,
+        contact_outcomes,
+        retry_service,
     ):
         factory.cache_clear()
     if record_executor.cache_info().currsize:
