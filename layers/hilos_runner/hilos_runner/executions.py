@@ -16,9 +16,10 @@ Table layout (template.yaml ``ExecutionsTable``):
 Beside each run's record, the body sent to Hilos is kept (items ``request#<run_id>#<part>``, zlib, in parts
 under DynamoDB's item limit, a short TTL): a run whose answer was lost and that Hilos shows never started
 can be sent again exactly as it was. Once a run has finished, its contacts' outcomes as Hilos listed them are
-kept the same way (items ``contacts#<run_id>#<part>``, the record's TTL), and so are its ``has_priority`` and
-``flow_execution_variables`` (``options#<run_id>#<part>``, for a retry of its contacts), so reading them again costs Hilos
-nothing. These items carry no index attribute, so no listing ever sees them.
+kept the same way (items ``contacts#<run_id>#<part>``, the record's TTL), so reading them again costs Hilos
+nothing; and a run's ``has_priority`` and ``flow_execution_variables``, for a retry of its contacts (items
+``options#<run_id>#<part>``, the record's TTL: they may be larger than an item). These items carry no index
+attribute, so no listing ever sees them.
 """
 
 import base64
