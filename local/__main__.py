@@ -30,7 +30,7 @@ ENVIRONMENT_HELP = """environment:
   HILOS_RUN_PATH              the run path, e.g. /channel/whatsapp/flow/{flow_id}/run
   AWS_ENDPOINT_URL            an AWS endpoint instead of the stack's own moto server (resources created
                               there if missing; credentials from AWS_* variables or AWS_PROFILE)
-  LOCAL_API_PORT, LOCAL_SANDBOX_PORT, LOCAL_MOTO_PORT, LOCAL_STATE_DIR, LOCAL_SYNC_INTERVAL
+  LOCAL_API_PORT, LOCAL_SANDBOX_PORT, LOCAL_MOTO_PORT, LOCAL_WEB_PORT, LOCAL_STATE_DIR, LOCAL_SYNC_INTERVAL
                               defaults of the flags above
   function settings template.yaml does not set (HILOS_CONNECT_RETRIES, RETRY_BASE_DELAY_SECONDS, ...)
                               are passed on to the functions; with --sync-interval, STATUS_SYNC_MIN_INTERVAL_SECONDS
@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         "--sandbox-port", type=int, default=int(env("LOCAL_SANDBOX_PORT", "4010")), help="Hilos sandbox (4010)"
     )
     ports.add_argument("--moto-port", type=int, default=int(env("LOCAL_MOTO_PORT", "5005")), help="moto server (5005)")
+    ports.add_argument(
+        "--web-port",
+        type=int,
+        default=int(env("LOCAL_WEB_PORT", "")) if env("LOCAL_WEB_PORT") else None,
+        help="the example page, examples/web (the port of the first allowed CORS origin: 5173)",
+    )
     parser.add_argument(
         "--state-dir", type=Path, default=Path(env("LOCAL_STATE_DIR", ".local")), help="where stack.json goes (.local)"
     )
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         api_port=arguments.api_port,
         sandbox_port=arguments.sandbox_port,
         moto_port=arguments.moto_port,
+        web_port=arguments.web_port,
         state_dir=arguments.state_dir,
         visibility_timeout=arguments.visibility_timeout,
         concurrency=arguments.concurrency,

@@ -3,7 +3,10 @@
 Each request becomes the event API Gateway would send (local.events.http_api_event), the function
 runs in its execution environment, and its answer (status, headers, cookies, body, base64) becomes
 the HTTP answer. Like the deployed JWT authorizer, the front refuses requests without the right
-``Authorization: Bearer <token>`` before the function runs: 401, in the project's one error shape.
+``Authorization: Bearer <token>`` before the function runs: 401, in the project's one error shape; a route
+the template opens (``Authorizer: NONE``, e.g. the API docs) runs without one. CORS is the template's
+``CorsConfiguration`` applied as API Gateway applies it (local.cors): preflights answered here, before routes
+and auth, and ``Access-Control-Allow-Origin`` added to every answer to an allowed origin.
 A function error or timeout is answered like API Gateway does: 500 ``{"message": "Internal Server Error"}``;
 a route or method it does not serve (TRACE included): 404 ``{"message": "Not Found"}``. What the HTTP server
 refuses before any route is matched (a URL over 65,536 bytes: 414, a header too large: 431, a malformed
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hilos_runner.http import JSON_CONTENT_TYPE, error_body
+from local.cors import CorsPolicy, without_cors_headers
 from local.events import http_api_event
 from local.functions import HttpRoute, Invocation
 
@@ -39,11 +43,19 @@ FunctionInvoker = Callable[[str, dict[str, Any]], Invocation]  # (function logic
 class _FrontServer(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not hold up shutdown
 
-    def __init__(self, address: tuple[str, int], token: str, routes: list[HttpRoute], invoke: FunctionInvoker) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        token: str,
+        routes: list[HttpRoute],
+        invoke: FunctionInvoker,
+        cors: CorsPolicy | None,
+    ) -> None:
         super().__init__(address, _FrontHandler)
         self.token = token
         self.routes = routes
         self.invoke = invoke
+        self.cors = cors
 
 
 class _FrontHandler(BaseHTTPRequestHandler):
@@ -101,10 +113,14 @@ class _FrontHandler(BaseHTTPRequestHandler):
             return self._send(413, {"Content-Type": "application/json"}, b'{"message":"Request Entity Too Large"}')
         body = self.rfile.read(length) if length else None
         url = urlsplit(self.path)
+        cors = self.server.cors
+        if cors is not None and cors.is_preflight(self.command, self.headers.keys()):
+            # API Gateway answers a preflight itself, for any path, before routes and the authorizer.
+            return self._send(204, cors.preflight_headers(self.headers.get("Origin")), b"", preflight=True)
         route, path_parameters = self._route(url.path)
         if route is None:
             return self._send(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
-        if not self._authorized():
+        if route.authorizer is not None and not self._authorized():
             answer = error_body("unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
             challenge = {"Content-Type": JSON_CONTENT_TYPE, "WWW-Authenticate": 'Bearer realm="hilos-runner-local"'}
             return self._send(401, challenge, answer.encode())
@@ -153,7 +169,19 @@ class _FrontHandler(BaseHTTPRequestHandler):
             headers[str(name)] = ",".join(map(str, values))
         return self._send(int(answer["statusCode"]), headers, body, cookies=answer.get("cookies") or [])
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, cookies: list[str] | None = None) -> int:
+    def _send(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        cookies: list[str] | None = None,
+        *,
+        preflight: bool = False,
+    ) -> int:
+        cors = self.server.cors
+        if cors is not None and not preflight:
+            # The gateway's CORS headers replace the function's own, on every answer (401 and 404 included).
+            headers = without_cors_headers(headers) | cors.response_headers(self.headers.get("Origin"))
         self.send_response(status)
         for name, value in headers.items():
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -171,9 +199,16 @@ class HttpFront:
     """The front's server on 127.0.0.1 (port 0 = any free port), serving in a background thread."""
 
     def __init__(
-        self, token: str, routes: list[HttpRoute], invoke: FunctionInvoker, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        token: str,
+        routes: list[HttpRoute],
+        invoke: FunctionInvoker,
+        *,
+        cors: CorsPolicy | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
-        self._server = _FrontServer((host, port), token, routes, invoke)
+        self._server = _FrontServer((host, port), token, routes, invoke, cors)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-front", daemon=True)
 
     @property

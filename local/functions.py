@@ -199,6 +199,7 @@ class HttpRoute:
     function_logical_id: str
     method: str  # "ANY" or an upper-case method
     path: str  # e.g. /flows/{flow_id}/runs, /{proxy+}
+    authorizer: str | None = "JwtAuthorizer"  # None: open to anyone (SAM's Authorizer: NONE)
 
     @property
     def route_key(self) -> str:
@@ -221,15 +222,32 @@ class HttpRoute:
 
 
 def http_routes(stack: StackResources) -> list[HttpRoute]:
-    """Every HttpApi route of the template; literal paths before templated ones, as API Gateway prefers."""
+    """Every HttpApi route of the template; literal paths before templated ones, as API Gateway prefers.
+
+    A route's authorizer is, as SAM decides it: the ``security`` its operation has in the API's
+    ``DefinitionBody`` (intrinsics resolved: a parameter may open or close it), else the event's
+    ``Auth.Authorizer``, else the API's ``DefaultAuthorizer``; ``NONE`` means open.
+    """
     routes = []
     for logical_id, resource in stack.resources_of_type("AWS::Serverless::Function").items():
         for event in resource.get("Properties", {}).get("Events", {}).values():
             if event.get("Type") == "HttpApi":
                 properties = event.get("Properties", {})
                 method = str(stack.resolve(properties.get("Method", "ANY"))).upper()
-                routes.append(HttpRoute(logical_id, method, str(stack.resolve(properties.get("Path", "/{proxy+}")))))
+                path = str(stack.resolve(properties.get("Path", "/{proxy+}")))
+                authorizer = _route_authorizer(stack, properties, method, path)
+                routes.append(HttpRoute(logical_id, method, path, None if authorizer == "NONE" else authorizer))
     return sorted(routes, key=lambda route: (route.path.count("{"), route.method == "ANY", -len(route.path)))
+
+
+def _route_authorizer(stack: StackResources, event: dict[str, Any], method: str, path: str) -> str | None:
+    api = stack.template["Resources"].get(str((event.get("ApiId") or {}).get("Ref", "")), {}).get("Properties", {})
+    operation = (api.get("DefinitionBody") or {}).get("paths", {}).get(path, {}).get(method.lower())
+    security = (stack.resolve(operation) or {}).get("security") if operation else None
+    if security:
+        return str(next(iter(security[0])))
+    default = (api.get("Auth") or {}).get("DefaultAuthorizer")
+    return (event.get("Auth") or {}).get("Authorizer", default)
 
 
 @dataclass

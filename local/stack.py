@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from local.events import REGION
 from local.functions import (
@@ -68,6 +69,7 @@ class LocalConfig:
     api_port: int = 3000
     sandbox_port: int = 4010
     moto_port: int = 5005
+    web_port: int | None = None  # the example page; None: the port of the first allowed CORS origin
     state_dir: Path = Path(".local")
     visibility_timeout: int | None = None  # None: the template's
     concurrency: int = 4
@@ -175,11 +177,13 @@ class LocalStack:
         specs = function_specs(stack, function_environment)
         self._start_functions(specs)
         api_url = self._start_front(stack)
+        web_url = self._start_web_page(stack, api_url)
         self._start_pollers(session, sources)
         self._start_schedules(schedules, region)
         elapsed = time.monotonic() - started
         endpoints = {
             "api_url": api_url,
+            "web_url": web_url,
             "hilos_url": hilos_url,
             "sandbox_url": sandbox_url,
             "aws_endpoint_url": aws_endpoint,
@@ -330,12 +334,34 @@ class LocalStack:
         return self._runtimes[logical_id].invoke(event)
 
     def _start_front(self, stack: StackResources) -> str:
+        from local.cors import cors_policy
         from local.front import HttpFront
 
-        front = HttpFront(self.api_token, http_routes(stack), self.invoke, port=self.config.api_port)
+        front = HttpFront(
+            self.api_token, http_routes(stack), self.invoke, cors=cors_policy(stack), port=self.config.api_port
+        )
         front.start()
         self._stoppers.append(("http front", front.stop))
         return front.url
+
+    def _start_web_page(self, stack: StackResources, api_url: str) -> str | None:
+        """examples/web/ on the first allowed origin (http://localhost:5173 by default), or on --web-port."""
+        from local.cors import cors_policy
+        from local.web import WebPage, local_origin_port
+
+        policy = cors_policy(stack)
+        origin = policy.allow_origins[0] if policy and policy.allow_origins else None
+        port = self.config.web_port
+        if port is None:
+            port = local_origin_port(origin) if origin else None
+            if port is None:
+                log.info("web page: the first allowed origin (%s) is not on this machine; --web-port serves it", origin)
+                return None
+        page = WebPage(api_url, port=port)
+        page.start()
+        self._stoppers.append(("web page", page.stop))
+        host = urlsplit(origin).hostname if origin and local_origin_port(origin) == page.port else "localhost"
+        return page.url(host or "localhost")
 
     def _start_pollers(self, session: _EndpointSession, sources: list[SqsEventSource]) -> None:
         from local.poller import SqsPoller
@@ -392,6 +418,7 @@ class LocalStack:
         return {
             "api_url": endpoints["api_url"],
             "api_token": self.api_token,
+            "web_url": endpoints["web_url"],
             "queue_url": source.queue_url if source else None,
             "dlq_url": _dead_letter_queue_url(stack, source) if source else None,
             "executions_table": tables.get("ExecutionsTable"),
@@ -433,10 +460,13 @@ class LocalStack:
         lines = [
             f"hilos-runner local stack is up in {info['startup_seconds']:.1f} s",
             f"  API      {info['api_url']}   (Authorization: Bearer {info['api_token']})",
+            f"  Docs     {info['api_url']}/swagger   (no token needed to open it; Authorize with the one above)",
             f"  Hilos    {info['hilos_url']}   ({hilos_note})",
             f"  AWS      {info['aws_endpoint_url']}   ({aws_note}; region {info['aws_region']})",
             f"  Tables   {info['executions_table']} (executions), {info['idempotency_table']} (idempotency)",
         ]
+        if info["web_url"]:
+            lines.append(f"  Web      {info['web_url']}   (examples/web: paste the token, start runs, upload a CSV)")
         if info["queue_url"]:
             lines.append(f"  Queue    {info['queue_url']}")
             lines.append(f"  DLQ      {info['dlq_url']}")

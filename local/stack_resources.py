@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
-_PSEUDO_PARAMETERS = {
+_PSEUDO_PARAMETERS: dict[str, str | None] = {
+    "AWS::NoValue": None,  # the property is left out
     "AWS::Region": "us-east-1",
     "AWS::AccountId": "123456789012",
     "AWS::Partition": "aws",
