@@ -19,7 +19,7 @@ SYNC = $(UV) sync --locked --quiet
 # A tool's own environment from its own lock: $(call tool_env,checkov)
 tool_env = UV_PROJECT_ENVIRONMENT=$(CURDIR)/.tools/$(1) $(SYNC) --project tools/$(1)
 
-.PHONY: venv dev test lint unit bench build deploy clean chaos fuzz checkov sam-check lock python
+.PHONY: venv dev test lint unit bench build deploy clean chaos fuzz checkov sam-check lock python openapi
 
 python:
 	@test -n "$(PYTHON313)" || { PYTHON='$(PYTHON)' tools/find-python; exit 1; }
@@ -104,6 +104,10 @@ sam-check: venv
 	$(SAM_RUN) validate --lint
 	$(SAM_RUN) build
 	$(PY) tools/check_build.py .aws-sam/build
+
+## make openapi: schemas/openapi.json from run_api's routes (what /openapi.json serves; a test fails when it is stale)
+openapi: venv
+	$(PY) tools/export_openapi.py
 
 clean:
 	rm -rf $(VENV) .tools .aws-sam .local .pytest_cache .mypy_cache .ruff_cache layers/hilos_runner/build

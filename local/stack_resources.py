@@ -43,6 +43,14 @@ class StackResources:
     physical_ids: dict[str, str] = field(default_factory=dict)  # what !Ref returns
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)  # what !GetAtt returns
 
+    @classmethod
+    def with_defaults(
+        cls, template: dict[str, Any], stack_name: str, parameters: dict[str, str] | None = None
+    ) -> StackResources:
+        """The template's parameter defaults, overridden by ``parameters`` (as a deploy would pass them)."""
+        defaults = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+        return cls(template, stack_name, {**defaults, **(parameters or {})})
+
     # -- intrinsics -------------------------------------------------------------------------
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -150,9 +158,7 @@ def create_stack_resources(
 
     Existing resources are reused (a local stack restarted against the same endpoint).
     """
-    template = template or load_template()
-    defaults = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
-    stack = StackResources(template, stack_name, {**defaults, **(parameters or {})})
+    stack = StackResources.with_defaults(template or load_template(), stack_name, parameters)
     _create_secrets(session, stack, hilos_token)
     _create_queues(session, stack)
     _create_tables(session, stack)

@@ -1,6 +1,7 @@
 """run_api in-process: API Gateway events in, moto for AWS (resources from template.yaml), a fake Hilos."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from tests.helpers import (
 from tests.hilos_schema import assert_matches_hilos_run_request
 
 RUNS_PATH = f"/flows/{FLOW_ID}/runs"
+OPENAPI_COPY = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"  # tools/export_openapi.py
 
 
 def count_secret_reads() -> list[str]:
@@ -335,3 +337,17 @@ class TestOpenApi:
         answer = call_run_api("GET", "/swagger")
         assert answer.status == 200
         assert "swagger" in str(answer.body).lower()
+
+    def test_the_document_declares_the_bearer_jwt_every_operation_requires(self):
+        # What Swagger UI's Authorize button reads; "Try it out" then sends Authorization: Bearer <token>.
+        document = call_run_api("GET", "/openapi.json").body
+        scheme = document["components"]["securitySchemes"]["bearer"]
+        assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+        assert document["security"] == [{"bearer": []}]
+        assert all("security" not in operation for item in document["paths"].values() for operation in item.values())
+
+    def test_the_committed_document_is_the_served_one(self):
+        committed = json.loads(OPENAPI_COPY.read_text())
+        assert call_run_api("GET", "/openapi.json").body == committed, (
+            "schemas/openapi.json is stale: run `make openapi`"
+        )

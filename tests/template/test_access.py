@@ -1,7 +1,9 @@
 """Access: who can call what, and what each function may touch.
 
-- every route the code serves is deployed, and deployed behind the JWT authorizer (none open, no catch-all);
-- CORS is an allow-list: exact origins from a parameter whose pattern refuses wildcards, no credentials;
+- every route the code serves is deployed, and deployed behind the JWT authorizer (no catch-all), but the API's
+  docs (/openapi.json, /swagger), open unless ApiDocsRequireAuth=true; the local front opens the same routes;
+- CORS is an allow-list: exact origins from a parameter whose pattern refuses wildcards, no credentials; the
+  local front reads the same configuration (local.cors) as the API deploys;
 - no IAM permission is granted on "*" where the resource has a name: the only managed policy left is
   X-Ray's (it has no resource-level permissions), each function writes logs to its own group only;
 - every checkov finding the template does not fix is skipped in place with its reason (make lint runs
@@ -17,6 +19,9 @@ import pytest
 import responses
 
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES
+from local.cors import CorsPolicy, cors_policy
+from local.functions import http_routes
+from local.stack_resources import StackResources
 from tests.helpers import FLOW_ID, call_run_api, contact, run_body
 from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of, translate
 
@@ -55,16 +60,34 @@ def test_every_route_the_code_serves_is_deployed_and_nothing_else(translated: di
     )
 
 
-def test_every_deployed_route_requires_a_jwt(translated: dict[str, Any]):
+DOCS_ROUTES = {("GET", "/openapi.json"), ("GET", "/swagger")}
+
+
+@pytest.mark.parametrize("docs_require_auth", ["false", "true"])
+def test_every_deployed_route_requires_a_jwt_but_the_docs_unless_told(source: dict[str, Any], docs_require_auth: str):
+    parameters = {"ApiDocsRequireAuth": docs_require_auth}
+    translated = translate(source, parameters)
+    deployed = StackResources.with_defaults(translated, "test", parameters)  # resolves the Fn::If as deployed
     (api,) = resources_of(translated, "AWS::ApiGatewayV2::Api").values()
     schemes = api["Properties"]["Body"]["components"]["securitySchemes"]
     for (method, path), operation in deployed_operations(translated).items():
-        requirements = operation.get("security")
+        requirements = deployed.resolve(operation.get("security"))
+        if (method, path) in DOCS_ROUTES and docs_require_auth == "false":
+            assert requirements == [{"NONE": []}], f"{method} {path}"  # what SAM writes for Authorizer: NONE
+            continue
         assert requirements, f"{method} {path} is open"
         for requirement in requirements:
             assert requirement, f"{method} {path}: an empty requirement lets anyone in"
             for name in requirement:
                 assert schemes[name]["x-amazon-apigateway-authorizer"]["type"] == "jwt", f"{method} {path}"
+
+
+@pytest.mark.parametrize("docs_require_auth", ["false", "true"])
+def test_the_local_front_opens_the_routes_the_api_opens(source: dict[str, Any], docs_require_auth: str):
+    stack = StackResources.with_defaults(source, "test", {"ApiDocsRequireAuth": docs_require_auth})
+    open_routes = {(route.method, route.path) for route in http_routes(stack) if route.authorizer is None}
+    assert open_routes == (DOCS_ROUTES if docs_require_auth == "false" else set())
+    assert {route.authorizer for route in http_routes(stack)} - {None} == {"JwtAuthorizer"}
 
 
 def test_no_function_event_opts_out_of_the_authorizer(source: dict[str, Any]):
@@ -76,6 +99,9 @@ def test_no_function_event_opts_out_of_the_authorizer(source: dict[str, Any]):
                 continue
             authorizer = event["Properties"].get("Auth", {}).get("Authorizer", "JwtAuthorizer")
             assert authorizer == "JwtAuthorizer", f"{function_id}.{event_id}"
+    # The one place a route may be opened: the docs routes' security in the API's DefinitionBody.
+    body_routes = {(m.upper(), path) for path, item in api["DefinitionBody"]["paths"].items() for m in item}
+    assert body_routes == DOCS_ROUTES
 
 
 # --- CORS --------------------------------------------------------------------------------------------------
@@ -96,6 +122,31 @@ def test_cors_is_an_allow_list_of_exact_origins(source: dict[str, Any]):
         assert not re.fullmatch(pattern, refused), refused
     for accepted in ("https://app.example.com", "https://a.example.com,http://localhost:5173"):
         assert re.fullmatch(pattern, accepted), accepted
+
+
+@pytest.mark.parametrize("origins", ["http://localhost:5173", "https://app.example.com,https://admin.example.com"])
+def test_the_local_front_reads_the_cors_configuration_the_api_deploys(source: dict[str, Any], origins: str):
+    parameters = {"CorsAllowedOrigins": origins}
+    translated = translate(source, parameters)
+    (api,) = resources_of(translated, "AWS::ApiGatewayV2::Api").values()
+    deployed = StackResources.with_defaults(translated, "test", parameters).resolve(
+        api["Properties"]["Body"]["x-amazon-apigateway-cors"]
+    )
+
+    local = cors_policy(StackResources.with_defaults(source, "test", parameters))
+
+    assert local == CorsPolicy(
+        allow_origins=tuple(deployed["allowOrigins"]),
+        allow_methods=tuple(deployed["allowMethods"]),
+        allow_headers=tuple(deployed["allowHeaders"]),
+        expose_headers=tuple(deployed["exposeHeaders"]),
+        max_age=deployed["maxAge"],
+        allow_credentials=deployed.get("allowCredentials", False),
+    )
+    assert local.allow_origins == tuple(origins.split(","))
+    # What a page needs: its bearer token, JSON bodies and an Idempotency-Key; to read Location and Retry-After.
+    assert {"authorization", "content-type", "idempotency-key"} <= {h.lower() for h in local.allow_headers}
+    assert {"location", "retry-after"} <= {h.lower() for h in local.expose_headers}
 
 
 # --- IAM ---------------------------------------------------------------------------------------------------

@@ -279,14 +279,19 @@ def _bulk_request_body(model: Any, components: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def openapi_document(app: APIGatewayHttpResolver, *, title: str, version: str) -> dict[str, Any]:
+    """The API's OpenAPI document: Powertools' from the routes, plus ``stated_truths``. What /openapi.json serves,
+    and what schemas/openapi.json keeps (tools/export_openapi.py)."""
+    return stated_truths(json.loads(app.get_openapi_json_schema(title=title, version=version)))
+
+
 def install_docs(app: APIGatewayHttpResolver, *, title: str, version: str) -> None:
     """``/openapi.json`` and ``/swagger``, as Powertools' enable_swagger() serves them, but built on their
     first request: enable_swagger() imports Powertools' OpenAPI models (~0.2 s of every cold start)."""
 
     @cache
     def document() -> str:
-        generated = json.loads(app.get_openapi_json_schema(title=title, version=version))
-        return json.dumps(stated_truths(generated), separators=(",", ":"))
+        return json.dumps(openapi_document(app, title=title, version=version), separators=(",", ":"))
 
     def escaped_document() -> str:  # safe inside the page's <script>
         return document().replace("</", "<\\/")
