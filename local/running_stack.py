@@ -78,6 +78,7 @@ def start_stack(state_dir: Path, *args: str, env: dict[str, str] | None = None) 
         "--api-port=0",
         "--sandbox-port=0",
         "--moto-port=0",
+        "--web-port=0",  # the example page; a later --web-port in args wins
         f"--state-dir={state_dir}",
         *args,
     ]

@@ -71,3 +71,13 @@ def hilos() -> Iterator["responses.RequestsMock"]:  # noqa: F821
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A skipped browser test must not pass unnoticed: say it loudly at the end of the run."""
+    from tests.browser.conftest import NOT_RUN
+
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if NOT_RUN in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("!", f"{NOT_RUN} ({len(skipped)} skipped)", red=True, bold=True)
+        terminalreporter.write_line("No Chromium on this machine: run tools/install-browser as root, then make test.")
