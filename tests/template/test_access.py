@@ -149,6 +149,17 @@ def test_the_local_front_reads_the_cors_configuration_the_api_deploys(source: di
     assert {"location", "retry-after"} <= {h.lower() for h in local.expose_headers}
 
 
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_the_app_client_signs_browsers_in_with_srp_and_never_takes_a_plain_password(
+    source: dict[str, Any], environment: str
+):
+    stack = StackResources.with_defaults(source, "test", {"Environment": environment})
+    flows = set(stack.resolve(source["Resources"]["UserPoolClient"]["Properties"]["ExplicitAuthFlows"]))
+    # ADMIN_USER_PASSWORD_AUTH needs AWS credentials (AdminInitiateAuth): a test user's token from the CLI, not prod.
+    admin = {"ALLOW_ADMIN_USER_PASSWORD_AUTH"} if environment == "dev" else set()
+    assert flows == {"ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"} | admin
+
+
 # --- IAM ---------------------------------------------------------------------------------------------------
 
 
