@@ -357,7 +357,13 @@ class LocalStack:
             if port is None:
                 log.info("web page: the first allowed origin (%s) is not on this machine; --web-port serves it", origin)
                 return None
-        page = WebPage(api_url, port=port)
+        try:
+            page = WebPage(api_url, port=port)
+        except OSError as problem:
+            raise ConfigurationProblem(
+                f"the example page cannot be served on port {port} ({problem.strerror}): --web-port 0 picks a free "
+                "one (then add its origin to CorsAllowedOrigins with --parameter-overrides)"
+            ) from None
         page.start()
         self._stoppers.append(("web page", page.stop))
         host = urlsplit(origin).hostname if origin and local_origin_port(origin) == page.port else "localhost"
