@@ -180,8 +180,11 @@ class _FrontHandler(BaseHTTPRequestHandler):
     ) -> int:
         cors = self.server.cors
         if cors is not None and not preflight:
-            # The gateway's CORS headers replace the function's own, on every answer (401 and 404 included).
-            headers = without_cors_headers(headers) | cors.response_headers(self.headers.get("Origin"))
+            # The gateway's CORS headers replace the function's own, on every answer (401 and 404 included). A
+            # request the HTTP server refused before reading its headers (414, 431) has no Origin to answer.
+            request_headers = getattr(self, "headers", None)
+            origin = request_headers.get("Origin") if request_headers is not None else None
+            headers = without_cors_headers(headers) | cors.response_headers(origin)
         self.send_response(status)
         for name, value in headers.items():
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):

@@ -52,10 +52,12 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
+    # Module scope, not session: while Playwright's sync API is started, its event loop counts as running in
+    # this thread, and the other tests of this worker (Powertools' batch processing) must not see one.
     with sync_playwright() as playwright:
         # Playwright starts it with a fresh profile (user data dir) of its own, removed afterwards.
         chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
@@ -78,7 +80,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def web_stack(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """A local stack with a fast status sync (runs reach COMPLETED in seconds) whose one allowed origin is the
     example page's, so the page calls the API across origins exactly as a deployed frontend would."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hilos_runner.executions import FLOW_INDEX_NAME
-from local.stack_resources import TEMPLATE_PATH, load_template
+from local.stack_resources import TEMPLATE_PATH, StackResources, load_template
 
 ROOT = TEMPLATE_PATH.parent
 SAMCONFIG_PATH = ROOT / "samconfig.toml"
@@ -107,13 +107,17 @@ def http_api_bodies(translated: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: api["Properties"]["Body"] for name, api in apis.items()}
 
 
-def test_every_route_requires_the_jwt_authorizer(translated: dict[str, Any]):
+def test_every_route_requires_the_jwt_authorizer_when_the_docs_do_too(source: dict[str, Any]):
+    # By default /openapi.json and /swagger are open (test_access.py); with ApiDocsRequireAuth=true nothing is.
+    parameters = {"ApiDocsRequireAuth": "true"}
+    translated = translate(source, parameters)
+    deployed = StackResources.with_defaults(translated, "test", parameters)  # resolves Fn::If as deployed
     for api_name, body in http_api_bodies(translated).items():
         schemes = body["components"]["securitySchemes"]
         operations = [(path, method, op) for path, ops in body["paths"].items() for method, op in ops.items()]
         assert len(operations) >= 3, api_name
         for path, method, operation in operations:
-            security = operation.get("security")
+            security = deployed.resolve(operation.get("security"))
             assert security, f"{method.upper()} {path} is not authenticated"
             for requirement in security:
                 assert requirement, f"{method.upper()} {path} has an empty security requirement"
