@@ -367,7 +367,10 @@ class LocalStack:
         page.start()
         self._stoppers.append(("web page", page.stop))
         host = urlsplit(origin).hostname if origin and local_origin_port(origin) == page.port else "localhost"
-        return page.url(host or "localhost")
+        url = page.url(host or "localhost")
+        if not (policy and policy.allows(url.rstrip("/"))):
+            log.warning("web page: %s is not an allowed CORS origin, so its calls to the API are blocked", url)
+        return url
 
     def _start_pollers(self, session: _EndpointSession, sources: list[SqsEventSource]) -> None:
         from local.poller import SqsPoller
