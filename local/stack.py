@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from local.cors import CorsPolicy, cors_policy
 from local.events import REGION
 from local.functions import (
     FunctionRuntime,
     FunctionSpec,
+    HttpRoute,
     Invocation,
     ScheduleSource,
     SqsEventSource,
@@ -176,14 +178,17 @@ class LocalStack:
         }
         specs = function_specs(stack, function_environment)
         self._start_functions(specs)
-        api_url = self._start_front(stack)
-        web_url = self._start_web_page(stack, api_url)
+        cors = cors_policy(stack)  # the front answers with it; the page is served on its first origin
+        routes = http_routes(stack)
+        api_url = self._start_front(routes, cors)
+        web_url = self._start_web_page(cors, api_url)
         self._start_pollers(session, sources)
         self._start_schedules(schedules, region)
         elapsed = time.monotonic() - started
         endpoints = {
             "api_url": api_url,
             "web_url": web_url,
+            "docs_need_token": any(route.path == "/swagger" and route.authorizer for route in routes),
             "hilos_url": hilos_url,
             "sandbox_url": sandbox_url,
             "aws_endpoint_url": aws_endpoint,
@@ -333,23 +338,18 @@ class LocalStack:
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Invocation:
         return self._runtimes[logical_id].invoke(event)
 
-    def _start_front(self, stack: StackResources) -> str:
-        from local.cors import cors_policy
+    def _start_front(self, routes: list[HttpRoute], cors: CorsPolicy | None) -> str:
         from local.front import HttpFront
 
-        front = HttpFront(
-            self.api_token, http_routes(stack), self.invoke, cors=cors_policy(stack), port=self.config.api_port
-        )
+        front = HttpFront(self.api_token, routes, self.invoke, cors=cors, port=self.config.api_port)
         front.start()
         self._stoppers.append(("http front", front.stop))
         return front.url
 
-    def _start_web_page(self, stack: StackResources, api_url: str) -> str | None:
+    def _start_web_page(self, policy: CorsPolicy | None, api_url: str) -> str | None:
         """examples/web/ on the first allowed origin (http://localhost:5173 by default), or on --web-port."""
-        from local.cors import cors_policy
         from local.web import WebPage, local_origin_port
 
-        policy = cors_policy(stack)
         origin = policy.allow_origins[0] if policy and policy.allow_origins else None
         port = self.config.web_port
         if port is None:
@@ -469,7 +469,9 @@ class LocalStack:
         lines = [
             f"hilos-runner local stack is up in {info['startup_seconds']:.1f} s",
             f"  API      {info['api_url']}   (Authorization: Bearer {info['api_token']})",
-            f"  Docs     {info['api_url']}/swagger   (no token needed to open it; Authorize with the one above)",
+            f"  Docs     {info['api_url']}/swagger   ("
+            + ("the token opens it" if info["docs_need_token"] else "no token needed to open it")
+            + "; Authorize with it to try the routes)",
             f"  Hilos    {info['hilos_url']}   ({hilos_note})",
             f"  AWS      {info['aws_endpoint_url']}   ({aws_note}; region {info['aws_region']})",
             f"  Tables   {info['executions_table']} (executions), {info['idempotency_table']} (idempotency)",
