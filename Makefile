@@ -19,7 +19,7 @@ SYNC = $(UV) sync --locked --quiet
 # A tool's own environment from its own lock: $(call tool_env,checkov)
 tool_env = UV_PROJECT_ENVIRONMENT=$(CURDIR)/.tools/$(1) $(SYNC) --project tools/$(1)
 
-.PHONY: venv dev test lint unit bench build deploy clean chaos fuzz checkov sam-check lock python openapi
+.PHONY: venv dev test lint unit bench build deploy clean chaos fuzz checkov sam-check lock python openapi docs
 
 python:
 	@test -n "$(PYTHON313)" || { PYTHON='$(PYTHON)' tools/find-python; exit 1; }
@@ -108,6 +108,10 @@ sam-check: venv
 ## make openapi: schemas/openapi.json from run_api's routes (what /openapi.json serves; a test fails when it is stale)
 openapi: venv
 	$(PY) tools/export_openapi.py
+
+## make docs: docs/configuration.md from the Settings model and template.yaml (a test fails when it is stale)
+docs: venv
+	$(PY) tools/configuration_doc.py
 
 clean:
 	rm -rf $(VENV) .tools .aws-sam .local .pytest_cache .mypy_cache .ruff_cache layers/hilos_runner/build
