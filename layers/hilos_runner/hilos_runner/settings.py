@@ -133,7 +133,7 @@ class Settings(BaseModel):
         default=10,
         ge=0,
         le=43_200,
-        description="A failed record comes back after base × 2^(attempt−1) seconds, or after Hilos' Retry-After.",
+        description="A failed record comes back after `base * 2^(attempt-1)` seconds, or after Hilos' Retry-After.",
     )
     retry_after_max_seconds: int = Field(
         default=300,
