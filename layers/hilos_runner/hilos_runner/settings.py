@@ -117,7 +117,7 @@ class Settings(BaseModel):
         default=250,
         ge=1,
         le=MAX_CONTACTS_PER_RUN,
-        description="Contacts per queued message and per Hilos call (docs/queue-and-bulk.md, \"Chunk size\").",
+        description='Contacts per queued message and per Hilos call (docs/queue-and-bulk.md, "Chunk size").',
     )
     worker_concurrency: int = Field(
         default=10, ge=1, le=64, description="Records of one SQS batch processed at once by one worker invocation."
@@ -170,7 +170,7 @@ class Settings(BaseModel):
         default=300,
         ge=0,
         le=86_400,
-        description="\"Not in Hilos\" is concluded only this long after a send (never sooner than one call "
+        description='"Not in Hilos" is concluded only this long after a send (never sooner than one call '
         "budget): longer than any request Hilos might still be processing after we gave up on it.",
     )
     reconcile_clock_skew_seconds: int = Field(
@@ -184,7 +184,7 @@ class Settings(BaseModel):
         ge=0,
         le=5,
         description="Resends of a run Hilos shows never started; `0` turns resending off (such runs become "
-        "`FAILED`, \"not started\").",
+        '`FAILED`, "not started").',
     )
     reconcile_max_pages: int = Field(
         default=20,
@@ -202,15 +202,14 @@ class Settings(BaseModel):
         default=48,
         ge=1,
         le=24 * 14,
-        description="How long the body sent to Hilos is kept (DynamoDB TTL) so a run found not started can be "
-        "resent.",
+        description="How long the body sent to Hilos is kept (DynamoDB TTL) so a run found not started can be resent.",
     )
 
     completion_event_bus_name: str = Field(
         default="default",
         min_length=1,
         max_length=1600,
-        description="EventBridge bus that receives the \"Hilos Run Finished\" events.",
+        description='EventBridge bus that receives the "Hilos Run Finished" events.',
     )
 
     @field_validator("hilos_api_url")
