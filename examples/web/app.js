@@ -3,7 +3,7 @@
 "use strict";
 
 const POLL_MS = 2000;
-// A run's statuses after which nothing changes any more (README, "Run records").
+// A run's statuses after which nothing changes any more (docs/api.md, "Run records").
 const FINISHED = new Set(["COMPLETED", "CANCELED", "FAILED", "REJECTED"]);
 
 const $ = (id) => document.getElementById(id);

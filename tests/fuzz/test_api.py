@@ -6,7 +6,7 @@
 2. schemathesis with all its phases (examples, coverage, fuzzing, stateful) and all its checks against the OpenAPI
    document the API serves. Must hold: 0 5xx, 0 answers with an undocumented status code, media type or headers,
    0 answers outside their schema, and at least half of the schema-valid run bodies generated accepted (201) and
-   created in the sandbox. The other checks' findings are counted and printed (see README, Reliability).
+   created in the sandbox. The other checks' findings are counted and printed (see docs/reliability.md).
 
 ``make fuzz`` runs every phase with FUZZ_EXAMPLES (10,000) shared out; ``make test`` runs a small version
 (examples and fuzzing phases) so the suite stays within minutes.

@@ -6,7 +6,7 @@
 3. Fields the Hilos schema does not know are refused too, naming them (Hilos would ignore them; a typo
    like ``phone_number`` would start a flow for nobody).
 
-Intentional deviations from Hilos' schema (README, "Reliability"), each enforced and tested elsewhere:
+Intentional deviations from Hilos' schema (docs/reliability.md), each enforced and tested elsewhere:
 - a request has 1 to MAX_CONTACTS_PER_RUN (1,000) contacts (Hilos: any number, even none);
 - a contact needs a phone or the id of an existing contact (Hilos: neither), and a phone is a phone number: a
   country code and a possible length, sent as + and digits (hilos_runner.phones; Hilos: any text of 30);
