@@ -7,7 +7,8 @@
 - bytecode: every .py in the layer has its cp313 .pyc, hash-based and unchecked (valid whatever the zip
   does to file times), so Lambda never compiles the layer at a cold start (/opt is read-only);
 - function folders: each holds exactly its source's .py files (no requirements.txt, tests or caches);
-- layer: no boto3/botocore (the runtime has them) and at most LAYER_BUDGET_MB unzipped.
+- layer: no boto3/botocore (the runtime has them), no command-line tool (the hilos-runner CLI and its progress
+  bar are installed with the project, never shipped to Lambda) and at most LAYER_BUDGET_MB unzipped.
 
 Prints one line per check; exits 1 if any fails. Run with Python 3.13 (the .pyc tag is the interpreter's).
 """
@@ -29,6 +30,8 @@ ELF_MAGIC = b"\x7fELF"
 LAYER_BUDGET_MB = 60
 PYC_FLAGS_UNCHECKED_HASH = 0b01  # PEP 552: bit 0 hash-based, bit 1 check_source
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer")
+# What only the command line uses: the CLI package (and the module it once was inside the layer) and tqdm.
+CLI_PATHS = ("hilos_runner_cli", "hilos_runner/cli.py", "tqdm")
 
 
 @dataclass
@@ -121,6 +124,9 @@ def check_layer(layer: Path) -> Check:
         f"{name} is in the layer; the runtime provides it"
         for name in RUNTIME_PACKAGES
         if (layer / "python" / name).exists()
+    ]
+    problems += [
+        f"{name} is in the layer; the CLI is not for Lambda" for name in CLI_PATHS if (layer / "python" / name).exists()
     ]
     if size_mb > LAYER_BUDGET_MB:
         problems.append(f"{size_mb:.1f} MB unzipped, over the {LAYER_BUDGET_MB} MB budget")

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from hilos_runner import cli
+from hilos_runner_cli import main as cli
+from hilos_runner_cli.api_commands import API_TOKEN_VARIABLE
 from tests.e2e.conftest import SYNC_STACK_ARGS, stack_of_tests
 from tests.e2e.local_stack import WAIT_SECONDS, CompletionEvents, RunningStack, wait_for, wait_for_status
 
@@ -50,7 +51,7 @@ def hilos_runs(stack: RunningStack, flow_id: str) -> int:
 
 def hilos_runner(stack: RunningStack, monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, str]:
     """The CLI in this process, against this stack's API (its URL given, its token in the environment)."""
-    monkeypatch.setenv(cli.API_TOKEN_VARIABLE, stack.info["api_token"])
+    monkeypatch.setenv(API_TOKEN_VARIABLE, stack.info["api_token"])
     out, err = io.StringIO(), io.StringIO()
     status = cli.main([*argv, "--api-url", stack.info["api_url"]], stdout=out, stderr=err)
     return status, out.getvalue(), err.getvalue()

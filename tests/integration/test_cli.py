@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from hilos_runner import cli
 from hilos_runner.messages import QueuedRun, queued_run_json_schema
+from hilos_runner_cli import main as cli
+from hilos_runner_cli.api_commands import API_TOKEN_VARIABLE
 from tests.helpers import FLOW_ID, RunsQueue, run_body
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -200,7 +201,7 @@ def test_on_duplicate_reject_refuses_the_file(tmp_path: Path, runs_queue: RunsQu
 
 def test_contacts_and_retry_say_how_to_reach_the_api_when_they_cannot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     run_id = "5b0e7c1a-2f7d-4c55-9a43-0d4e2a1b9c10"
-    monkeypatch.delenv(cli.API_TOKEN_VARIABLE, raising=False)
+    monkeypatch.delenv(API_TOKEN_VARIABLE, raising=False)
     for command in ("contacts", "retry"):
         status, _, err = run(command, run_id, "--stack-file", str(tmp_path / "none.json"))
         assert status == 2
@@ -208,10 +209,63 @@ def test_contacts_and_retry_say_how_to_reach_the_api_when_they_cannot(tmp_path: 
 
         status, _, err = run(command, run_id, "--api-url", "http://127.0.0.1:9")
         assert status == 2
-        assert f"set {cli.API_TOKEN_VARIABLE}" in err
+        assert f"set {API_TOKEN_VARIABLE}" in err
 
-    monkeypatch.setenv(cli.API_TOKEN_VARIABLE, "a-jwt")
+    monkeypatch.setenv(API_TOKEN_VARIABLE, "a-jwt")
     status, _, err = run("contacts", run_id, "--api-url", "http://127.0.0.1:9")  # nothing listens on port 9
     assert status == 2
     assert "cannot reach the API at http://127.0.0.1:9" in err
     assert "a-jwt" not in err
+
+
+def test_enqueue_prints_the_run_to_follow_for_each_message(tmp_path: Path, runs_queue: RunsQueue):
+    from hilos_runner.worker import message_run_id
+
+    path = write_csv(tmp_path / "c.csv", run_body(3)["contact_list"], ["phone", "first_name"])
+
+    status, out, err = run(
+        "enqueue", "--flow-id", FLOW_ID, "--queue-url", runs_queue.url, "--chunk-size", "2", str(path)
+    )
+
+    assert status == 0, err
+    import boto3
+
+    sent = boto3.client("sqs").receive_message(QueueUrl=runs_queue.url, MaxNumberOfMessages=10)["Messages"]
+    expected = sorted(f"run:            {message_run_id(m['MessageId'])} (message {m['MessageId']})" for m in sent)
+    assert len(expected) == 2
+    assert sorted(line for line in out.splitlines() if line.startswith("run:")) == expected
+    assert "follow:         GET /runs/<run id>" in out
+
+
+def test_a_stack_name_without_a_region_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    path = write_csv(tmp_path / "c.csv", run_body(1)["contact_list"], ["phone", "first_name"])
+
+    status, out, err = run("enqueue", "--flow-id", FLOW_ID, "--stack-name", "hilos-runner-dev", str(path))
+
+    assert status == 2
+    assert err == "hilos-runner: --stack-name hilos-runner-dev needs a region: give --region, or set AWS_REGION\n"
+
+
+def test_an_aws_error_is_one_line_and_exit_1(runs_queue: RunsQueue):
+    missing = runs_queue.url.rsplit("/", 1)[0] + "/no-such-queue"
+
+    status, _, err = run("events", "--queue-url", missing, "--wait", "1")
+
+    assert status == 1
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("hilos-runner: AWS refused ReceiveMessage: ")
+
+
+def test_a_queue_that_refuses_the_messages_is_reported_per_chunk(tmp_path: Path, runs_queue: RunsQueue):
+    path = write_csv(tmp_path / "c.csv", run_body(1)["contact_list"], ["phone", "first_name"])
+    missing = runs_queue.url.rsplit("/", 1)[0] + "/no-such-queue"
+
+    status, out, err = run("enqueue", "--flow-id", FLOW_ID, "--queue-url", missing, str(path))
+
+    assert status == 1
+    assert "messages sent:  0" in out
+    assert "run:" not in out
+    assert "chunk 0: AWS.SimpleQueueService.NonExistentQueue" in err

@@ -88,3 +88,12 @@ def test_boto3_in_the_layer_fails(tree: tuple[Path, Path]):
     build, template = tree
     write(build / "Layer" / "python" / "boto3" / "__init__.pyc", b"")
     assert failures(build, template) == {"layer": ["boto3 is in the layer; the runtime provides it"]}
+
+
+@pytest.mark.parametrize("path", ["hilos_runner_cli/main.py", "hilos_runner/cli.py", "tqdm/__init__.py"])
+def test_the_cli_in_the_layer_fails(tree: tuple[Path, Path], path: str):
+    build, template = tree
+    module = write(build / "Layer" / "python" / path, "")
+    py_compile.compile(str(module), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
+    name = path.removesuffix("/main.py").removesuffix("/__init__.py")
+    assert failures(build, template) == {"layer": [f"{name} is in the layer; the CLI is not for Lambda"]}

@@ -22,6 +22,9 @@ class QueueSender:
         self._client = client
         self._queue_url = queue_url
         self._attempts = attempts
+        # The SQS message id of every body sent, by its index: a queued run's id derives from it (the CLI says
+        # which runs to follow).
+        self.message_ids: dict[int, str] = {}
 
     def send(self, bodies: Sequence[str], on_sent: Callable[[int], None] | None = None) -> dict[int, str]:
         """Send every body; returns ``{index: reason}`` for those that could not be queued.
@@ -50,6 +53,8 @@ class QueueSender:
                 transient = dict.fromkeys(pending, reason)
                 logger.warning("SendMessageBatch failed", extra={"reason": reason, "attempt": attempt + 1})
                 continue
+            for entry in answer.get("Successful", []):
+                self.message_ids[int(entry["Id"])] = entry["MessageId"]
             if on_sent and answer.get("Successful"):
                 on_sent(len(answer["Successful"]))
             transient = {}
