@@ -140,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
         f"({DEFAULT_SYNC_INTERVAL_SECONDS:g}); 0 = the template's rate(...)",
     )
     parser.add_argument(
+        "--function-logs",
+        action="store_true",
+        help="print every line the functions log, and their metrics (by default only their warnings and errors, "
+        "so the banner and the request lines stay readable)",
+    )
+    parser.add_argument(
         "--hilos-read-timeout",
         type=float,
         default=None,
@@ -198,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         progression=arguments.progression,
         stage_seconds=arguments.stage_seconds,
         sync_interval=arguments.sync_interval or None,
+        function_logs=arguments.function_logs,
     )
     stack = LocalStack(config)
 

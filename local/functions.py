@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
+import json
 import logging
 import multiprocessing
 import os
@@ -31,7 +33,7 @@ import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import unquote
 
 from local.stack_resources import StackResources
@@ -268,9 +270,41 @@ class FunctionError(RuntimeError):
 
 
 # -- inside an execution environment (the child process) ---------------------------------------
-def _serve_invocations(connection: Connection, spec: FunctionSpec) -> None:
+class QuietOutput(io.TextIOBase):
+    """A function's stdout as ``make dev`` shows it without --function-logs: its log lines (Powertools' JSON) at
+    WARNING and above, and whatever is not JSON (a print, a traceback); not its INFO lines nor its metrics (EMF),
+    which a status sync writes on every tick."""
+
+    _SHOWN_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            if self._shown(line):
+                self._target.write(line + "\n")
+        self._target.flush()
+        return len(text)
+
+    def _shown(self, line: str) -> bool:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return bool(line.strip())
+        return not isinstance(record, dict) or str(record.get("level", "")).upper() in self._SHOWN_LEVELS
+
+
+def _serve_invocations(connection: Connection, spec: FunctionSpec, quiet: bool) -> None:
     # Ctrl-C in the terminal reaches the whole process group: the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if quiet:  # before the handler's imports: Powertools' Logger keeps the stream it finds then
+        sys.stdout = QuietOutput(sys.stdout)
     for name in list(os.environ):
         if name.startswith(_NOT_INHERITED_PREFIXES):
             del os.environ[name]
@@ -308,12 +342,12 @@ def _serve_invocations(connection: Connection, spec: FunctionSpec) -> None:
 
 # -- in the stack's process --------------------------------------------------------------------
 class _ExecutionEnvironment:
-    def __init__(self, spec: FunctionSpec, number: int) -> None:
+    def __init__(self, spec: FunctionSpec, number: int, *, quiet: bool) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         self._connection, child_end = context.Pipe()
         self.process = context.Process(
             target=_serve_invocations,
-            args=(child_end, spec),
+            args=(child_end, spec, quiet),
             name=f"{spec.logical_id}-{number}",
             daemon=True,
         )
@@ -364,8 +398,10 @@ class _ExecutionEnvironment:
 class FunctionRuntime:
     """Up to ``max_environments`` execution environments of one function, reused while warm."""
 
-    def __init__(self, spec: FunctionSpec, max_environments: int) -> None:
+    def __init__(self, spec: FunctionSpec, max_environments: int, *, quiet: bool = False) -> None:
+        """``quiet``: only the functions' warnings and errors on the console (QuietOutput)."""
         self.spec = spec
+        self._quiet = quiet
         self._slots = threading.BoundedSemaphore(max_environments)
         self._idle: list[_ExecutionEnvironment] = []
         self._all: list[_ExecutionEnvironment] = []
@@ -398,7 +434,7 @@ class FunctionRuntime:
     def _new_environment(self) -> _ExecutionEnvironment:
         with self._lock:
             self._created += 1
-            environment = _ExecutionEnvironment(self.spec, self._created)
+            environment = _ExecutionEnvironment(self.spec, self._created, quiet=self._quiet)
             self._all.append(environment)
         environment.wait_ready()
         return environment

@@ -79,6 +79,7 @@ def start_stack(state_dir: Path, *args: str, env: dict[str, str] | None = None) 
         "--sandbox-port=0",
         "--moto-port=0",
         "--web-port=0",  # the example page; a later --web-port in args wins
+        "--function-logs",  # every line: tests look for the token, tracebacks, ... in all of them
         f"--state-dir={state_dir}",
         *args,
     ]

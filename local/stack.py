@@ -41,6 +41,7 @@ from local.functions import (
     schedule_sources,
     sqs_event_sources,
 )
+from local.ports import Listener, problems_before_start, running_stack_pid
 from local.sandbox import DEFAULT_FAULT_MIX, FaultKind, Progression, SandboxSettings
 from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
 from local.stack_resources import (
@@ -54,6 +55,7 @@ from local.stack_resources import (
 log = logging.getLogger("local")
 
 STACK_FILE = "stack.json"
+STACK_NAME = "hilos-runner-local"
 # Local fake credentials: moto accepts any; they are what the printed `aws` command uses too.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 _AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
@@ -84,6 +86,7 @@ class LocalConfig:
     retry_after_seconds: int = 1
     progression: Progression = Progression.TIME
     stage_seconds: dict[str, float] | None = None  # None: the sandbox's defaults
+    function_logs: bool = False  # every line the functions write (else their warnings and errors only)
     # Seconds between the firings of every Schedule event; None: the template's rate(...).
     sync_interval: float | None = DEFAULT_SYNC_INTERVAL_SECONDS
     # Real services, from the environment.
@@ -153,15 +156,21 @@ class LocalStack:
                 "HILOS_API_URL is set, so the Hilos token must come from HILOS_TOKEN (it goes into the local "
                 "secret and is never printed): `read -rs HILOS_TOKEN && export HILOS_TOKEN`, then start again"
             )
+        template = load_template()
+        check_parameters(template, config.parameters)
+        # The CORS policy (the front answers with it; the page is served on its first origin) needs only parameters.
+        cors = cors_policy(StackResources.with_defaults(template, STACK_NAME, config.parameters))
+        self._check_before_start(cors)
         aws_endpoint, region, credentials = self._start_aws()
         hilos_url, hilos_token, sandbox_url = self._start_hilos()
         parameters = {**config.parameters, "HilosApiUrl": hilos_url}
         if config.hilos_run_path:
             parameters["HilosRunPath"] = config.hilos_run_path
         session = _EndpointSession(aws_endpoint, region, credentials)
-        template = load_template()
         check_parameters(template, parameters)
-        stack = create_stack_resources(session, hilos_token=hilos_token, parameters=parameters, template=template)
+        stack = create_stack_resources(
+            session, hilos_token=hilos_token, stack_name=STACK_NAME, parameters=parameters, template=template
+        )
         sources = sqs_event_sources(stack)
         sqs = session.client("sqs")
         self._override_visibility(sqs, sources)
@@ -178,7 +187,6 @@ class LocalStack:
         }
         specs = function_specs(stack, function_environment)
         self._start_functions(specs)
-        cors = cors_policy(stack)  # the front answers with it; the page is served on its first origin
         routes = http_routes(stack)
         api_url = self._start_front(routes, cors)
         web_url = self._start_web_page(cors, api_url)
@@ -194,6 +202,8 @@ class LocalStack:
             "aws_endpoint_url": aws_endpoint,
             "aws_region": region,
             "moto": not config.aws_endpoint_url,  # started by this stack (else AWS_ENDPOINT_URL's)
+            # moto's fake ones, so that a tool (hilos-runner) reaches it without any AWS configuration
+            "aws_credentials": None if config.aws_endpoint_url else _boto3_credentials(FAKE_CREDENTIALS),
         }
         self.info = {
             **self._describe(stack, sources, specs, endpoints),
@@ -202,6 +212,30 @@ class LocalStack:
         }
         self._write_stack_file()
         return elapsed
+
+    def _check_before_start(self, cors: CorsPolicy | None) -> None:
+        """Refuse at once, before anything starts, when a port is busy or another live stack holds the state folder."""
+        config = self.config
+        listeners = [Listener("the HTTP front", "--api-port", config.api_port)]
+        if not config.hilos_api_url:
+            listeners.append(Listener("the Hilos sandbox", "--sandbox-port", config.sandbox_port))
+        if not config.aws_endpoint_url:
+            listeners.append(Listener("moto, the local AWS", "--moto-port", config.moto_port))
+        web_port = self._web_port(cors)
+        if web_port is not None:
+            listeners.append(Listener("the example page", "--web-port", web_port))
+        problems = problems_before_start(listeners, config.state_dir / STACK_FILE)
+        if problems:
+            raise ConfigurationProblem("cannot start:\n  " + "\n  ".join(problems))
+
+    def _web_port(self, policy: CorsPolicy | None) -> int | None:
+        """--web-port, else the port of the first allowed origin when it is on this machine (5173), else None."""
+        from local.web import local_origin_port
+
+        if self.config.web_port is not None:
+            return self.config.web_port
+        origin = _first_origin(policy)
+        return local_origin_port(origin) if origin else None
 
     def _start_aws(self) -> tuple[str, str, dict[str, str]]:
         if self.config.aws_endpoint_url:
@@ -236,7 +270,10 @@ class LocalStack:
             progression=config.progression,
             **({"stage_seconds": config.stage_seconds} if config.stage_seconds is not None else {}),
         )
-        sandbox = HilosSandbox(token, settings, port=config.sandbox_port)
+        try:
+            sandbox = HilosSandbox(token, settings, port=config.sandbox_port)
+        except OSError as problem:  # taken since the check before the start
+            raise _port_problem(config.sandbox_port, "--sandbox-port", problem) from None
         sandbox.start()
         self._stoppers.append(("sandbox", sandbox.stop))
         return sandbox.api_url, token, sandbox.url
@@ -324,7 +361,7 @@ class LocalStack:
         for logical_id, spec in specs.items():
             # ReservedConcurrentExecutions caps the environments (0, "never run", is not modelled).
             environments = min(self.config.concurrency, spec.reserved_concurrency or self.config.concurrency)
-            self._runtimes[logical_id] = FunctionRuntime(spec, environments)
+            self._runtimes[logical_id] = FunctionRuntime(spec, environments, quiet=not self.config.function_logs)
         self._stoppers.append(("functions", self._close_runtimes))
         # Init phases in parallel: each is a Python start plus the handler's imports.
         with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
@@ -341,7 +378,10 @@ class LocalStack:
     def _start_front(self, routes: list[HttpRoute], cors: CorsPolicy | None) -> str:
         from local.front import HttpFront
 
-        front = HttpFront(self.api_token, routes, self.invoke, cors=cors, port=self.config.api_port)
+        try:
+            front = HttpFront(self.api_token, routes, self.invoke, cors=cors, port=self.config.api_port)
+        except OSError as problem:  # taken since the check before the start
+            raise _port_problem(self.config.api_port, "--api-port", problem) from None
         front.start()
         self._stoppers.append(("http front", front.stop))
         return front.url
@@ -350,13 +390,11 @@ class LocalStack:
         """examples/web/ on the first allowed origin (http://localhost:5173 by default), or on --web-port."""
         from local.web import WebPage, local_origin_port
 
-        origin = policy.allow_origins[0] if policy and policy.allow_origins else None
-        port = self.config.web_port
+        origin = _first_origin(policy)
+        port = self._web_port(policy)
         if port is None:
-            port = local_origin_port(origin) if origin else None
-            if port is None:
-                log.info("web page: the first allowed origin (%s) is not on this machine; --web-port serves it", origin)
-                return None
+            log.info("web page: the first allowed origin (%s) is not on this machine; --web-port serves it", origin)
+            return None
         try:
             page = WebPage(api_url, port=port)
         except OSError as problem:
@@ -519,7 +557,9 @@ class LocalStack:
     def stop(self) -> None:
         with self._stop_lock:
             stoppers, self._stoppers = self._stoppers, []
-        (self.config.state_dir / STACK_FILE).unlink(missing_ok=True)
+        stack_file = self.config.state_dir / STACK_FILE
+        if running_stack_pid(stack_file) == os.getpid():  # ours: never another stack's, alive or not
+            stack_file.unlink(missing_ok=True)
         for name, stop in reversed(stoppers):
             try:
                 stop()
@@ -588,6 +628,19 @@ def _dead_letter_queue_url(stack: StackResources, source: SqsEventSource) -> str
         if attribute == "Arn" and value == arn:
             return stack.physical_ids[logical_id]
     return None
+
+
+def _port_problem(port: int, flag: str, problem: OSError) -> ConfigurationProblem:
+    return ConfigurationProblem(f"port {port} ({flag}): {problem.strerror}; {flag} 0 picks a free one")
+
+
+def _first_origin(policy: CorsPolicy | None) -> str | None:
+    return policy.allow_origins[0] if policy and policy.allow_origins else None
+
+
+def _boto3_credentials(variables: dict[str, str]) -> dict[str, str]:
+    """AWS_ACCESS_KEY_ID=... -> aws_access_key_id=..., as boto3.client takes them."""
+    return {name.lower(): value for name, value in variables.items()}
 
 
 def configure_logging() -> None:
