@@ -13,7 +13,8 @@ from typing import Any
 
 from local.events import REGION
 from local.functions import function_specs
-from local.sandbox import HilosSandbox, SandboxSettings
+from local.sandbox import HilosSandbox
+from local.sandbox_settings import SandboxSettings
 from local.stack import FAKE_CREDENTIALS
 from local.stack_resources import StackResources, create_stack_resources, load_template
 

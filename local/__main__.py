@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from local.sandbox import DEFAULT_FAULT_MIX, STAGES, FaultKind, Progression
+from local.sandbox_settings import DEFAULT_FAULT_MIX, STAGES, FaultKind, Progression
 from local.stack import (
     DEFAULT_SYNC_INTERVAL_SECONDS,
     ConfigurationProblem,

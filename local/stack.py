@@ -42,7 +42,7 @@ from local.functions import (
     sqs_event_sources,
 )
 from local.ports import Listener, problems_before_start, running_stack_pid
-from local.sandbox import DEFAULT_FAULT_MIX, FaultKind, Progression, SandboxSettings
+from local.sandbox_settings import DEFAULT_FAULT_MIX, FaultKind, Progression, SandboxSettings
 from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
 from local.stack_resources import (
     CompletionEventsQueue,

@@ -19,7 +19,8 @@ from local.hilos_schema import (
     hilos_response_schemas,
     response_problems,
 )
-from local.sandbox import DEFAULT_FAULT_MIX, FaultKind, HilosSandbox, SandboxSettings
+from local.sandbox import HilosSandbox
+from local.sandbox_settings import DEFAULT_FAULT_MIX, FaultKind, SandboxSettings
 
 pytestmark = pytest.mark.e2e
 

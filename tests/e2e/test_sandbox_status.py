@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from local.hilos_schema import hilos_response_schemas, response_problems
-from local.sandbox import HilosSandbox, SandboxSettings
+from local.sandbox import HilosSandbox
+from local.sandbox_settings import SandboxSettings
 
 pytestmark = pytest.mark.e2e
 

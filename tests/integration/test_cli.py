@@ -243,7 +243,7 @@ def test_a_stack_name_without_a_region_is_one_line(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     path = write_csv(tmp_path / "c.csv", run_body(1)["contact_list"], ["phone", "first_name"])
 
-    status, out, err = run("enqueue", "--flow-id", FLOW_ID, "--stack-name", "hilos-runner-dev", str(path))
+    status, _, err = run("enqueue", "--flow-id", FLOW_ID, "--stack-name", "hilos-runner-dev", str(path))
 
     assert status == 2
     assert err == "hilos-runner: --stack-name hilos-runner-dev needs a region: give --region, or set AWS_REGION\n"

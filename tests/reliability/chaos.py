@@ -47,7 +47,7 @@ from typing import Any
 
 import requests
 
-from local.sandbox import contact_list_fingerprint
+from local.sandbox_state import contact_list_fingerprint
 from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
 
 FAULT_RATE = 0.3

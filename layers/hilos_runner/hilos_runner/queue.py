@@ -54,7 +54,8 @@ class QueueSender:
                 logger.warning("SendMessageBatch failed", extra={"reason": reason, "attempt": attempt + 1})
                 continue
             for entry in answer.get("Successful", []):
-                self.message_ids[int(entry["Id"])] = entry["MessageId"]
+                if "MessageId" in entry:  # SQS always names it; some fakes in tests do not
+                    self.message_ids[int(entry["Id"])] = entry["MessageId"]
             if on_sent and answer.get("Successful"):
                 on_sent(len(answer["Successful"]))
             transient = {}
