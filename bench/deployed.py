@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.environment import REPO_ROOT, BenchEnvironment
 from bench.figures import API, MODULES, Figure, bare_script_job, one_request_event, progress, run_child, run_event
-from local.stack_resources import load_template
+from local.template import load_template
 
 LAYER_SOURCE = REPO_ROOT / "layers" / "hilos_runner"
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}

@@ -13,7 +13,7 @@ from bench.environment import REPO_ROOT
 from bench.figures import FLOW_ID, Figure, contacts, progress
 from hilos_runner.models import FlowRunRequest
 from local.running_stack import start_stack, stop_stack
-from local.stack_resources import load_template
+from local.template import load_template
 
 CONTACTS = 10_000
 LOG_COPY = REPO_ROOT / ".local" / "bench-stack.log"

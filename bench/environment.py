@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from local.events import REGION
-from local.functions import function_specs
 from local.sandbox import HilosSandbox
 from local.sandbox_settings import SandboxSettings
 from local.stack import FAKE_CREDENTIALS
-from local.stack_resources import StackResources, create_stack_resources, load_template
+from local.stack_resources import create_stack_resources
+from local.template import StackResources, function_specs, load_template
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from local.stack_resources import StackResources
+from local.template import StackResources
 
 _API_TYPE = "AWS::Serverless::HttpApi"
 

@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 from hilos_runner.http import JSON_CONTENT_TYPE, error_body
 from local.cors import CorsPolicy, without_cors_headers
 from local.events import http_api_event
-from local.functions import HttpRoute, Invocation
+from local.functions import Invocation
+from local.template import HttpRoute
 
 log = logging.getLogger("local.front")
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from local.events import sqs_event, sqs_record
-from local.functions import Invocation, SqsEventSource
+from local.functions import Invocation
+from local.template import SqsEventSource
 
 log = logging.getLogger("local.poller")
 

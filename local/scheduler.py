@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from local.events import ACCOUNT_ID, REGION, rule_arn, scheduled_event
-from local.functions import FunctionError, Invocation, ScheduleSource
+from local.functions import FunctionError, Invocation
+from local.template import ScheduleSource
 
 log = logging.getLogger("local.scheduler")
 

@@ -29,27 +29,22 @@ from urllib.parse import urlsplit
 
 from local.cors import CorsPolicy, cors_policy
 from local.events import REGION
-from local.functions import (
-    FunctionRuntime,
-    FunctionSpec,
-    HttpRoute,
-    Invocation,
-    ScheduleSource,
-    SqsEventSource,
-    function_specs,
-    http_routes,
-    schedule_sources,
-    sqs_event_sources,
-)
+from local.functions import FunctionRuntime, Invocation
 from local.ports import Listener, problems_before_start, running_stack_pid
 from local.sandbox_settings import DEFAULT_FAULT_MIX, FaultKind, Progression, SandboxSettings
 from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
-from local.stack_resources import (
-    CompletionEventsQueue,
+from local.stack_resources import CompletionEventsQueue, create_completion_events_queue, create_stack_resources
+from local.template import (
+    FunctionSpec,
+    HttpRoute,
+    ScheduleSource,
+    SqsEventSource,
     StackResources,
-    create_completion_events_queue,
-    create_stack_resources,
+    function_specs,
+    http_routes,
     load_template,
+    schedule_sources,
+    sqs_event_sources,
 )
 
 log = logging.getLogger("local")

@@ -1,149 +1,19 @@
-"""Create the stack's AWS resources from template.yaml's own definitions, on any AWS endpoint.
+"""Create the stack's AWS resources from template.yaml's own definitions (local/template.py reads them), on any
+AWS endpoint.
 
 Used by the integration tests (moto ``mock_aws``) and by the local stack (moto server, or whatever
 ``AWS_ENDPOINT_URL`` points at). The tables, queues and secret are read from the template, not
 retyped, so a change to the template is a change to every test and to ``make dev``.
-
-Only the intrinsics the template uses are resolved: Ref, Fn::If, Fn::Equals, Fn::Not, Fn::GetAtt,
-Fn::Sub (plain ``${Name}`` / ``${Name.Attr}``) and Fn::Split; and, in Rules, the rule functions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
-_PSEUDO_PARAMETERS: dict[str, str | None] = {
-    "AWS::NoValue": None,  # the property is left out
-    "AWS::Region": "us-east-1",
-    "AWS::AccountId": "123456789012",
-    "AWS::Partition": "aws",
-    "AWS::URLSuffix": "amazonaws.com",
-}
-
-
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    from samtranslator.yaml_helper import yaml_parse  # understands !Ref, !Sub, ... short forms
-
-    return yaml_parse(path.read_text())
-
-
-@dataclass
-class StackResources:
-    """Physical names of the created resources, by logical id, and the functions' environment."""
-
-    template: dict[str, Any]
-    stack_name: str
-    parameters: dict[str, str]
-    physical_ids: dict[str, str] = field(default_factory=dict)  # what !Ref returns
-    attributes: dict[tuple[str, str], str] = field(default_factory=dict)  # what !GetAtt returns
-
-    @classmethod
-    def with_defaults(
-        cls, template: dict[str, Any], stack_name: str, parameters: dict[str, str] | None = None
-    ) -> StackResources:
-        """The template's parameter defaults, overridden by ``parameters`` (as a deploy would pass them)."""
-        defaults = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
-        return cls(template, stack_name, {**defaults, **(parameters or {})})
-
-    # -- intrinsics -------------------------------------------------------------------------
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self.resolve(item) for item in value]
-        if not isinstance(value, dict):
-            return value
-        if len(value) == 1:
-            ((name, argument),) = value.items()
-            intrinsic = self._intrinsics().get(name)
-            if intrinsic is not None:
-                return intrinsic(argument)
-        return {key: self.resolve(item) for key, item in value.items()}
-
-    def _intrinsics(self) -> dict[str, Any]:
-        return {
-            "Ref": self._ref,
-            "Condition": self.condition,
-            "Fn::If": lambda arg: self.resolve(arg[1] if self.condition(arg[0]) else arg[2]),
-            "Fn::Equals": lambda arg: str(self.resolve(arg[0])) == str(self.resolve(arg[1])),
-            "Fn::Not": lambda arg: not self.resolve(arg[0]),
-            "Fn::GetAtt": lambda arg: self.attributes[tuple(arg if isinstance(arg, list) else arg.split(".", 1))],
-            "Fn::Sub": lambda arg: re.sub(r"\$\{([^}]+)\}", lambda m: str(self._sub_part(m.group(1))), arg),
-            "Fn::Split": lambda arg: str(self.resolve(arg[1])).split(arg[0]),
-        }
-
-    def condition(self, name: str) -> bool:
-        return bool(self.resolve(self.template.get("Conditions", {})[name]))
-
-    def _ref(self, name: str) -> Any:
-        if name in self.parameters:
-            return self.parameters[name]
-        if name == "AWS::StackName":
-            return self.stack_name
-        if name in _PSEUDO_PARAMETERS:
-            return _PSEUDO_PARAMETERS[name]
-        return self.physical_ids[name]
-
-    def _sub_part(self, name: str) -> Any:
-        if "." in name:
-            logical_id, attribute = name.split(".", 1)
-            return self.attributes[(logical_id, attribute)]
-        return self._ref(name)
-
-    # -- Rules: what CloudFormation checks of the parameters before it creates anything ------
-    def rule_violations(self) -> list[str]:
-        """``Rule: AssertDescription`` of every assertion of the template's Rules that the parameters break."""
-        violations = []
-        for name, rule in self.template.get("Rules", {}).items():
-            if "RuleCondition" in rule and not self._rule_value(rule["RuleCondition"]):
-                continue
-            for assertion in rule["Assertions"]:
-                if not self._rule_value(assertion["Assert"]):
-                    violations.append(f"{name}: {assertion.get('AssertDescription', 'assertion failed')}")
-        return violations
-
-    def _rule_value(self, value: Any) -> Any:
-        """The rule-specific functions; a Ref to a CommaDelimitedList parameter is its list, as in CloudFormation."""
-        if isinstance(value, list):
-            return [self._rule_value(item) for item in value]
-        if not isinstance(value, dict):
-            return value
-        ((name, argument),) = value.items()
-        if name == "Ref":
-            kind = self.template.get("Parameters", {}).get(argument, {}).get("Type")
-            return str(self._ref(argument)).split(",") if kind == "CommaDelimitedList" else self._ref(argument)
-        functions: dict[str, Any] = {
-            "Fn::Equals": lambda a: str(a[0]) == str(a[1]),
-            "Fn::Not": lambda a: not a[0],
-            "Fn::And": all,
-            "Fn::Or": any,
-            "Fn::Contains": lambda a: a[1] in a[0],
-            "Fn::EachMemberEquals": lambda a: all(member == a[1] for member in a[0]),
-            "Fn::EachMemberIn": lambda a: all(member in a[1] for member in a[0]),
-        }
-        return functions[name](self._rule_value(argument))
-
-    # -- what the functions see --------------------------------------------------------------
-    def function_environment(self, logical_id: str) -> dict[str, str]:
-        """The Lambda environment of a function: Globals merged with its own, intrinsics resolved."""
-        resources = self.template["Resources"]
-        global_vars = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-        own_vars = resources[logical_id].get("Properties", {}).get("Environment", {}).get("Variables", {})
-        return {name: str(self.resolve(value)) for name, value in {**global_vars, **own_vars}.items()}
-
-    def resources_of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {
-            logical_id: resource
-            for logical_id, resource in self.template["Resources"].items()
-            if resource["Type"] == resource_type and self._included(resource)
-        }
-
-    def _included(self, resource: dict[str, Any]) -> bool:
-        return "Condition" not in resource or self.condition(resource["Condition"])
+from local.template import StackResources, load_template
 
 
 def create_stack_resources(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from local.functions import REPO_ROOT
+from local.template import REPO_ROOT
 
 WEB_ROOT = REPO_ROOT / "examples" / "web"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from local.cors import CorsPolicy, cors_policy
-from local.stack_resources import StackResources, load_template
+from local.template import StackResources, load_template
 from tests.e2e.local_stack import RunningStack
 from tests.helpers import run_body
 

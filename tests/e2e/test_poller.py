@@ -10,8 +10,9 @@ from typing import Any
 import boto3
 import pytest
 
-from local.functions import Invocation, SqsEventSource
+from local.functions import Invocation
 from local.poller import SqsPoller
+from local.template import SqsEventSource
 from tests.e2e.local_stack import wait_for
 
 pytestmark = pytest.mark.e2e

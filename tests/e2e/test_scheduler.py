@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from local.events import scheduled_event
-from local.functions import FunctionRuntime, FunctionSpec, Invocation, ScheduleSource, schedule_sources
+from local.functions import FunctionRuntime, Invocation
 from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
-from local.stack_resources import StackResources
+from local.template import FunctionSpec, ScheduleSource, StackResources, schedule_sources
 from tests.e2e.local_stack import wait_for
 
 pytestmark = pytest.mark.e2e

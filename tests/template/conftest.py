@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from local.stack_resources import load_template
+from local.template import load_template
 from tests.template.test_template import translate
 
 

@@ -20,8 +20,7 @@ import responses
 
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES
 from local.cors import CorsPolicy, cors_policy
-from local.functions import http_routes
-from local.stack_resources import StackResources
+from local.template import StackResources, http_routes
 from tests.helpers import FLOW_ID, call_run_api, contact, run_body
 from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of, translate
 

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from local.stack import ConfigurationProblem, check_parameters
-from local.stack_resources import StackResources
+from local.template import StackResources
 from tests.template.test_template import as_list, inline_statements, resources_of
 
 ISSUER = "https://issuer.example.com"

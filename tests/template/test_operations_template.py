@@ -22,7 +22,8 @@ from hilos_runner import observability
 from hilos_runner.errors import ConfigurationError
 from hilos_runner.executions import SYNC_INDEX_NAME
 from hilos_runner.settings import Settings
-from local.stack_resources import StackResources, create_stack_resources
+from local.stack_resources import create_stack_resources
+from local.template import StackResources
 from tests.template.test_template import (
     ROOT,
     SAMCONFIG_PATH,

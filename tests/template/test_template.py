@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hilos_runner.executions import FLOW_INDEX_NAME
-from local.stack_resources import TEMPLATE_PATH, StackResources, load_template
+from local.template import TEMPLATE_PATH, StackResources, load_template
 
 ROOT = TEMPLATE_PATH.parent
 SAMCONFIG_PATH = ROOT / "samconfig.toml"
