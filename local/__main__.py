@@ -7,6 +7,7 @@ AWS_ENDPOINT_URL replaces the moto server. Every port is a flag (or LOCAL_*_PORT
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--parameter-overrides",
+        dest="parameters",
         nargs="+",
         type=_parameter,
         default=[],
@@ -162,7 +164,9 @@ def _parser() -> argparse.ArgumentParser:
         "the run, slow_before/reset_before before (500, 503, 429, slow, reset equally; the _before kinds only by name)",
     )
     sandbox.add_argument("--latency-ms", type=int, default=0, help="added to every sandbox answer (0)")
-    sandbox.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429 faults, seconds (1)")
+    sandbox.add_argument(
+        "--retry-after", dest="retry_after_seconds", type=int, default=1, help="Retry-After of 429 faults, seconds (1)"
+    )
     sandbox.add_argument(
         "--progression",
         type=Progression,
@@ -185,27 +189,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     configure_logging()
-    config = LocalConfig.from_environment(
-        dict(os.environ),
-        api_port=arguments.api_port,
-        sandbox_port=arguments.sandbox_port,
-        moto_port=arguments.moto_port,
-        web_port=arguments.web_port,
-        state_dir=arguments.state_dir,
-        visibility_timeout=arguments.visibility_timeout,
-        concurrency=arguments.concurrency,
-        pollers=arguments.pollers,
-        parameters=dict(arguments.parameter_overrides),
-        hilos_read_timeout=arguments.hilos_read_timeout,
-        fault_rate=arguments.fault_rate,
-        fault_mix=arguments.fault_mix,
-        latency_ms=arguments.latency_ms,
-        retry_after_seconds=arguments.retry_after,
-        progression=arguments.progression,
-        stage_seconds=arguments.stage_seconds,
-        sync_interval=arguments.sync_interval or None,
-        function_logs=arguments.function_logs,
-    )
+    # Every flag's dest is the LocalConfig field it sets.
+    given = vars(arguments)
+    flags = {field.name: given[field.name] for field in dataclasses.fields(LocalConfig) if field.name in given}
+    flags.update(parameters=dict(arguments.parameters), sync_interval=arguments.sync_interval or None)
+    config = LocalConfig.from_environment(dict(os.environ), **flags)
     stack = LocalStack(config)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:

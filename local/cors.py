@@ -62,26 +62,25 @@ class CorsPolicy:
 
     def preflight_headers(self, origin: str | None) -> dict[str, str]:
         """The headers of the gateway's 204 to a preflight from ``origin`` (none for an origin not allowed)."""
-        if not self.allows(origin):
-            return {}
-        headers = {"Access-Control-Allow-Origin": str(origin)}
-        if self.allow_methods:
-            headers["Access-Control-Allow-Methods"] = ",".join(self.allow_methods)
-        if self.allow_headers:
-            headers["Access-Control-Allow-Headers"] = ",".join(self.allow_headers)
-        if self.max_age is not None:
-            headers["Access-Control-Max-Age"] = str(self.max_age)
-        if self.allow_credentials:
-            headers["Access-Control-Allow-Credentials"] = "true"
-        return headers
+        return self._headers(
+            origin,
+            {
+                "Access-Control-Allow-Methods": ",".join(self.allow_methods),
+                "Access-Control-Allow-Headers": ",".join(self.allow_headers),
+                "Access-Control-Max-Age": "" if self.max_age is None else str(self.max_age),
+            },
+        )
 
     def response_headers(self, origin: str | None) -> dict[str, str]:
         """What the gateway adds to an actual answer for a request from ``origin``."""
+        return self._headers(origin, {"Access-Control-Expose-Headers": ",".join(self.expose_headers)})
+
+    def _headers(self, origin: str | None, specific: dict[str, str]) -> dict[str, str]:
+        """The headers every CORS answer to an allowed ``origin`` has, plus ``specific`` ones that have a value."""
         if not self.allows(origin):
             return {}
         headers = {"Access-Control-Allow-Origin": str(origin)}
-        if self.expose_headers:
-            headers["Access-Control-Expose-Headers"] = ",".join(self.expose_headers)
+        headers.update((name, value) for name, value in specific.items() if value)
         if self.allow_credentials:
             headers["Access-Control-Allow-Credentials"] = "true"
         return headers

@@ -19,7 +19,6 @@ import base64
 import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +29,7 @@ from hilos_runner.http import JSON_CONTENT_TYPE, error_body
 from local.cors import CorsPolicy, without_cors_headers
 from local.events import http_api_event
 from local.functions import Invocation
+from local.servers import ServerThread
 from local.template import HttpRoute
 
 log = logging.getLogger("local.front")
@@ -67,26 +67,8 @@ class _FrontHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # _handle logs one line per request
 
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def do_OPTIONS(self) -> None:
-        self._handle()
-
     def __getattr__(self, name: str) -> Any:
-        # Any other method (HEAD, TRACE, QUERY, ...): matched against the routes like the others, so a method no
+        # Every method (GET, POST, ..., HEAD, TRACE, QUERY): matched against the routes alike, so a method no
         # route has is 404 {"message": "Not Found"}, as API Gateway answers, not the HTTP server's 501 page.
         if name.startswith("do_"):
             return self._handle
@@ -199,7 +181,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         return status
 
 
-class HttpFront:
+class HttpFront(ServerThread):
     """The front's server on 127.0.0.1 (port 0 = any free port), serving in a background thread."""
 
     def __init__(
@@ -212,18 +194,4 @@ class HttpFront:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._server = _FrontServer((host, port), token, routes, invoke, cors)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-front", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_FrontServer((host, port), token, routes, invoke, cors), "http-front")

@@ -75,6 +75,7 @@ from local.sandbox_lists import (
 )
 from local.sandbox_settings import BEFORE_FAULTS, FaultKind, FaultTarget, SandboxSettings
 from local.sandbox_state import SandboxState, contact_list_fingerprint
+from local.servers import ServerThread
 
 log = logging.getLogger("local.sandbox")
 
@@ -406,29 +407,19 @@ def _lists_for_indexes(node: Any) -> Any:
     return converted
 
 
-class HilosSandbox:
+class HilosSandbox(ServerThread):
     """The sandbox server on 127.0.0.1 (port 0 = any free port), serving in a background thread."""
 
     def __init__(self, token: str, settings: SandboxSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = SandboxState(token, settings)
         run_request_problems({})  # load the schema now, not on the first run
         self._server = _SandboxServer((host, port), self.state)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hilos-sandbox", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(self._server, "hilos-sandbox")
 
     @property
     def api_url(self) -> str:
         return self.url + BASE_PATH
 
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self) -> None:
         self._server.stopping.set()  # wakes slow answers and latency waits
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().stop()

@@ -400,7 +400,7 @@ class LocalStack:
         page.start()
         self._stoppers.append(("web page", page.stop))
         host = urlsplit(origin).hostname if origin and local_origin_port(origin) == page.port else "localhost"
-        url = page.url(host or "localhost")
+        url = page.page_url(host or "localhost")
         if not (policy and policy.allows(url.rstrip("/"))):
             log.warning("web page: %s is not an allowed CORS origin, so its calls to the API are blocked", url)
         return url

@@ -9,13 +9,13 @@ using the page pastes one (locally the stack's, printed at start; deployed, a Co
 from __future__ import annotations
 
 import json
-import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from local.servers import ServerThread
 from local.template import REPO_ROOT
 
 WEB_ROOT = REPO_ROOT / "examples" / "web"
@@ -52,26 +52,14 @@ class _PageHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
 
-class WebPage:
+class WebPage(ServerThread):
     """A static server of ``root`` on 127.0.0.1:``port`` (0 = any free port), in a background thread."""
 
     def __init__(self, api_url: str, *, port: int, root: Path = WEB_ROOT) -> None:
         handler = type("PageHandler", (_PageHandler,), {"config_json": json.dumps({"api_url": api_url}).encode()})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root)))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web-page", daemon=True)
+        server = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root)))
+        server.daemon_threads = True
+        super().__init__(server, "web-page")
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def url(self, host: str = "localhost") -> str:
+    def page_url(self, host: str = "localhost") -> str:
         return f"http://{host}:{self.port}/"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
