@@ -47,10 +47,10 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
 
 
 @contextmanager
-def stack_of_tests(state_dir: Path, *args: str) -> Iterator[RunningStack]:
+def stack_of_tests(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningStack]:
     """A local stack for tests: stopped at the end (stop_stack checks that nothing is left behind), and its
     whole output checked for the Hilos token afterwards."""
-    stack = start_stack(state_dir, *args)
+    stack = start_stack(state_dir, *args, env=env)
     try:
         hilos_token = sandbox_token(stack)
         yield stack
