@@ -49,6 +49,13 @@ def environment_without_aws(home: Path) -> dict[str, str]:
     return environment
 
 
+def run_without_aws(command: list[str], *, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's own commands (fixed arguments) as on a machine without any AWS configuration."""
+    return subprocess.run(  # noqa: S603  (the project's own commands)
+        command, check=False, cwd=cwd, capture_output=True, text=True, timeout=60, env=environment_without_aws(home)
+    )
+
+
 def test_a_second_stack_on_the_same_ports_is_refused_at_once_and_leaves_the_first_alone(
     stack: RunningStack, workdir: Path
 ):
@@ -66,15 +73,7 @@ def test_a_second_stack_on_the_same_ports_is_refused_at_once_and_leaves_the_firs
         f"--state-dir={workdir / '.local'}",
     ]
     started = time.monotonic()
-    second = subprocess.run(  # noqa: S603  (our own module, fixed arguments)
-        command,
-        check=False,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment_without_aws(workdir),
-    )
+    second = run_without_aws(command, cwd=REPO_ROOT, home=workdir)
     elapsed = time.monotonic() - started
 
     output = second.stdout + second.stderr
@@ -92,14 +91,10 @@ def test_enqueue_to_the_local_queue_url_needs_no_aws_configuration(stack: Runnin
     contacts = workdir / "contacts.csv"
     contacts.write_text("phone,first_name\n+5215512349001,Ana\n")
     cli = Path(sys.prefix) / "bin" / "hilos-runner"
-    enqueued = subprocess.run(  # noqa: S603  (the project's console script, fixed arguments)
+    enqueued = run_without_aws(
         [str(cli), "enqueue", "--flow-id", FLOW_ID, "--queue-url", stack.info["queue_url"], str(contacts)],
-        check=False,
         cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment_without_aws(workdir),
+        home=workdir,
     )
 
     assert enqueued.returncode == 0, enqueued.stdout + enqueued.stderr
