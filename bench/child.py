@@ -117,12 +117,22 @@ class _InstantSecrets:
         return {"SecretString": "bench-token", "Name": "bench"}
 
 
+def _answer_at_once(**instant: Any) -> None:
+    """The factories' AWS clients of the services named (e.g. ``dynamodb=``) swapped for instant ones."""
+    from hilos_runner import factories
+
+    real = factories.aws_client
+    factories.aws_client = lambda service_name: (
+        instant[service_name]() if service_name in instant else real(service_name)
+    )  # type: ignore[assignment]
+
+
 def warm_overhead(job: dict[str, Any]) -> dict[str, Any]:
     import requests
     from requests.adapters import BaseAdapter
 
     function = _import_function(job)
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     execution = json.dumps({"id": str(uuid.uuid4()), "status": "PROCESSING", "execute_for": "LIST"}).encode()
 
@@ -139,9 +149,8 @@ def warm_overhead(job: dict[str, Any]) -> dict[str, Any]:
 
     # The project's factories, with their AWS clients swapped for instant ones: everything else
     # (settings, token source, store, run service, Hilos client and session) is the real code path.
-    wiring.dynamodb_client = _InstantDynamoDB  # type: ignore[assignment]
-    wiring.secrets_client = _InstantSecrets  # type: ignore[assignment]
-    session = wiring.hilos_client()._session
+    _answer_at_once(dynamodb=_InstantDynamoDB, secretsmanager=_InstantSecrets)
+    session = factories.hilos_client()._session
     session.mount("https://", InstantHilos())
     session.mount("http://", InstantHilos())
 
@@ -222,10 +231,8 @@ def no_waste(job: dict[str, Any]) -> dict[str, Any]:
 def batch_timing(job: dict[str, Any]) -> dict[str, Any]:
     function = _import_function(job)
     if job["instant_aws"]:
-        from hilos_runner import wiring
-
         # DynamoDB answered at once; the token is still read (once, in the warm-up) from moto.
-        wiring.dynamodb_client = _InstantDynamoDB  # type: ignore[assignment]
+        _answer_at_once(dynamodb=_InstantDynamoDB)
     function.lambda_handler(job["warmup"], Context())  # secret, clients, connections: not counted
     single, batch = [], []
     for one, ten in zip(job["singles"], job["batches"], strict=True):

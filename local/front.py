@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from hilos_runner.http import JSON_CONTENT_TYPE, error_body
+from hilos_runner.api import JSON_CONTENT_TYPE, error_body
 from local.cors import CorsPolicy, without_cors_headers
 from local.events import http_api_event
 from local.functions import Invocation
@@ -111,6 +111,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():  # repeated headers are joined, as API Gateway does
             key = name.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
+        headers["x-forwarded-proto"] = "http"  # set by API Gateway (https there): the API answers absolute URLs
         event = http_api_event(
             self.command,
             url.path,

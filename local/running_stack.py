@@ -34,7 +34,8 @@ class RunningStack:
         headers = dict(kwargs.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {self.info['api_token'] if token is _STACK_TOKEN else token}"
-        return requests.request(method, self.info["api_url"] + path, headers=headers, timeout=30, **kwargs)
+        url = path if "://" in path else self.info["api_url"] + path  # a URL the API answered, or a path
+        return requests.request(method, url, headers=headers, timeout=30, **kwargs)
 
     # -- the Hilos sandbox's control endpoints ---------------------------------------------------
     def sandbox_stats(self) -> dict[str, Any]:

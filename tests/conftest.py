@@ -54,14 +54,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator["StackResources"]:  # noqa:
     import boto3
     from moto import mock_aws
 
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from local.stack_resources import create_stack_resources
 
     with mock_aws():
         stack = create_stack_resources(boto3.Session(), hilos_token=TEST_TOKEN)
         use_function_environment(stack, "RunApiFunction", monkeypatch.setenv)
         yield stack
-        wiring.reset()
+        factories.reset()
 
 
 @pytest.fixture

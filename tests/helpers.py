@@ -3,6 +3,7 @@
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from local.events import LocalLambdaContext, http_api_event
 
@@ -56,6 +57,7 @@ def call_run_api(
     """Invoke run_api's Lambda handler with the event API Gateway would send."""
     import run_api
 
+    path = urlsplit(path).path  # a URL the API answered (status_url), or a path
     event = http_api_event(method, path, body=body, headers=headers, query=query)
     answer = run_api.lambda_handler(event, LocalLambdaContext(function_name="run-api"))
     text = answer.get("body") or ""
@@ -139,11 +141,11 @@ class RunsQueue:
 def use_function_environment(stack: Any, logical_id: str, setenv: Any) -> None:
     """Give this process ``logical_id``'s environment from template.yaml (resolved against ``stack``),
     and drop every cached client and setting so the next call builds them from it."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     for name, value in stack.function_environment(logical_id).items():
         setenv(name, value)
-    wiring.reset()
+    factories.reset()
 
 
 def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: Any, *, one_at_a_time: bool = False) -> int:
@@ -151,7 +153,7 @@ def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: Any, *, one_at_a_time: b
 
     ``one_at_a_time``: records of a batch one after the other. Two copies of a message in one batch
     meet in Powertools' conditional write, which DynamoDB makes atomic but moto does not."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     with monkeypatch.context() as env:
         use_function_environment(aws, "BulkWorkerFunction", env.setenv)
@@ -163,13 +165,13 @@ def drain(runs_queue: RunsQueue, aws: Any, monkeypatch: Any, *, one_at_a_time: b
             if not messages:
                 break
             seen += len(messages)
-    wiring.reset()
+    factories.reset()
     return seen
 
 
 def execution_record(**fields: Any) -> Any:
     """An ExecutionRecord of a submitted one-contact API run of FLOW_ID, with ``fields`` changed."""
-    from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+    from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 
     values: dict[str, Any] = {
         "flow_id": FLOW_ID,
@@ -185,7 +187,7 @@ def sync_pass(aws: Any, monkeypatch: Any, **settings: str) -> dict[str, Any]:
     """One scheduled invocation of status_sync, in its own environment from template.yaml (plus ``settings``,
     e.g. RECONCILE_GRACE_SECONDS="0"); returns its report."""
     import status_sync
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from local.events import LocalLambdaContext, rule_arn, scheduled_event
 
     with monkeypatch.context() as env:
@@ -196,5 +198,5 @@ def sync_pass(aws: Any, monkeypatch: Any, **settings: str) -> dict[str, Any]:
             env.setenv(name, value)
         context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
         report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
-    wiring.reset()
+    factories.reset()
     return report

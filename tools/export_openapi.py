@@ -13,7 +13,7 @@ DEFAULT_OUTPUT = REPO_ROOT / "schemas" / "openapi.json"
 def document_text() -> str:
     sys.path[:0] = [str(REPO_ROOT / "layers" / "hilos_runner"), str(REPO_ROOT / "functions" / "run_api")]
     import run_api  # noqa: PLC0415  (importable once its folder is on the path)
-    from hilos_runner.api_support import openapi_document  # noqa: PLC0415
+    from hilos_runner.api import openapi_document  # noqa: PLC0415
 
     document = openapi_document(run_api.app, title=run_api.API_TITLE, version=run_api.API_VERSION)
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

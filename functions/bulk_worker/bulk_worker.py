@@ -14,8 +14,9 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hilos_runner.factories import queued_run_worker, record_executor
+from hilos_runner.idempotency import idempotency_config
 from hilos_runner.observability import logger, metrics, tracer
-from hilos_runner.wiring import idempotency_config, queued_run_worker, record_executor
 
 
 async def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:

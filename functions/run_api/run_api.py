@@ -9,9 +9,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
-from hilos_runner import http, json_input, priming
-from hilos_runner.api_support import (
+from hilos_runner import json_input, priming
+from hilos_runner.api import (
+    JSON_CONTENT_TYPE,
     answer,
+    bulk_accepted_answer,
     contacts_answer,
     error_responses,
     install_docs,
@@ -25,22 +27,15 @@ from hilos_runner.contact_outcomes import ContactPage
 from hilos_runner.contacts_input import media_type_of, parse_contacts, variables_from_json
 from hilos_runner.duplicates import OnDuplicate
 from hilos_runner.errors import NotFoundError
-from hilos_runner.executions import ExecutionRecord, RunPage
+from hilos_runner.execution_records import ExecutionRecord, RunPage
+from hilos_runner.factories import bulk_service, execution_store, retry_service, status_sync
+from hilos_runner.idempotency import idempotency_config, start_run, submit_bulk
 from hilos_runner.intake import DRY_RUN_HELP, ON_DUPLICATE_HELP, DryRun, bulk_dry_run, run_command, run_dry_run
-from hilos_runner.models import FlowRunRequest
+from hilos_runner.models import IDEMPOTENCY_KEY_PATTERN, FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
 from hilos_runner.retries import RetryRequest
-from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN, RunResult
+from hilos_runner.runs import RunResult
 from hilos_runner.settings import get_settings
-from hilos_runner.wiring import (
-    bulk_service,
-    execution_store,
-    idempotency_config,
-    retry_service,
-    start_run,
-    status_sync,
-    submit_bulk,
-)
 
 API_TITLE = "hilos-runner"
 API_VERSION = "1.0.0"
@@ -109,7 +104,7 @@ Cursor = Annotated[str | None, Query(max_length=2048)]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key.")
 ]
-CONTACTS_CONTENT = {http.JSON_CONTENT_TYPE: {"model": ContactPage}, "text/csv": {"schema": {"type": "string"}}}
+CONTACTS_CONTENT = {JSON_CONTENT_TYPE: {"model": ContactPage}, "text/csv": {"schema": {"type": "string"}}}
 
 
 @app.get(
@@ -185,8 +180,7 @@ def create_bulk_run(  # Powertools passes every parameter by name
     command = BulkCommand(flow_id=flow_id, request=request, idempotency_key=idempotency_key)
     if dry_run:
         return json_response(200, bulk_dry_run(command, settings.bulk_chunk_size).model_dump_json())
-    accepted = submit_bulk(command)
-    return json_response(202, accepted.model_dump_json(), {"Location": accepted.status_url})
+    return bulk_accepted_answer(app, submit_bulk(command))
 
 
 @app.get(
@@ -219,8 +213,7 @@ def list_bulk_run_contacts(
     | error_responses(404, 409, 422, 503),
 )
 def retry_bulk_run(bulk_id: UUID, retry: RetryRequest | None = None, idempotency_key: IdempotencyKey = None):
-    accepted = retry_service().retry_bulk(bulk_id, retry or RetryRequest(), idempotency_key)
-    return json_response(202, accepted.model_dump_json(), {"Location": accepted.status_url})
+    return bulk_accepted_answer(app, retry_service().retry_bulk(bulk_id, retry or RetryRequest(), idempotency_key))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

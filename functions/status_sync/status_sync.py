@@ -7,9 +7,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hilos_runner.factories import status_sync
 from hilos_runner.lease import status_sync_lease
 from hilos_runner.observability import logger, metrics, tracer
-from hilos_runner.wiring import status_sync
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)

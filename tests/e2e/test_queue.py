@@ -89,6 +89,8 @@ def test_a_bulk_submit_over_http_completes(local_stack: RunningStack):
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["chunks"] == 3  # BulkChunkSize=2
     status_url = accepted.json()["status_url"]
+    # Absolute, through the local front as deployed: `curl "$status_url"` works as it is.
+    assert status_url == f"{local_stack.info['api_url']}/bulk-runs/{accepted.json()['id']}"
     progress = wait_for(
         lambda: (
             (answer := local_stack.api("GET", status_url).json())["chunks_by_status"] == {"SUBMITTED": 3} and answer

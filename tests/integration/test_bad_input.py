@@ -54,9 +54,9 @@ def call_with(case: BadInput, route: str) -> ApiAnswer:
 
 
 def stored_runs() -> list[Any]:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    store = wiring.execution_store()
+    store = factories.execution_store()
     return [
         run
         for flow in (uuid.UUID(FLOW_ID), NIL_FLOW)

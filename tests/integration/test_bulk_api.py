@@ -42,19 +42,19 @@ def as_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def send_batch_calls() -> list[dict[str, Any]]:
     """Every SendMessageBatch request the API makes from now on."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     calls: list[dict[str, Any]] = []
-    wiring.sqs_client().meta.events.register(
+    factories.aws_client("sqs").meta.events.register(
         "provide-client-params.sqs.SendMessageBatch", lambda params, **_: calls.append(dict(params))
     )
     return calls
 
 
 def stored(run_id: str | uuid.UUID) -> dict[str, Any] | None:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    record = wiring.execution_store().get(uuid.UUID(str(run_id)))
+    record = factories.execution_store().get(uuid.UUID(str(run_id)))
     return record.model_dump(mode="json") if record else None
 
 
@@ -82,9 +82,9 @@ class FlakySqs:
 
 
 def flaky_sqs(monkeypatch: pytest.MonkeyPatch, failures: dict[int, int]) -> FlakySqs:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    client = wiring.sqs_client()
+    client = factories.aws_client("sqs")
     flaky = FlakySqs(client.send_message_batch, failures)
     monkeypatch.setattr(client, "send_message_batch", flaky.send_message_batch)
     return flaky
@@ -103,7 +103,7 @@ class TestSubmit:
             "id": bulk_id,
             "num_contacts": 2500,
             "chunks": 10,
-            "status_url": f"/bulk-runs/{bulk_id}",
+            "status_url": f"https://localhost/bulk-runs/{bulk_id}",  # absolute: a caller follows it as it is
             "duplicates_removed": None,
         }
         assert answer.headers["Location"] == f"/bulk-runs/{bulk_id}"
@@ -240,10 +240,10 @@ class TestSubmit:
         assert fields == [field or "query.flow_execution_variables"]
 
     def test_a_submit_is_bounded_in_contacts_before_any_is_validated(self, monkeypatch: pytest.MonkeyPatch):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         monkeypatch.setenv("BULK_MAX_CONTACTS", "5")
-        wiring.reset()
+        factories.reset()
         rows = contacts(6)
         rows[0]["email"] = "not-checked"
 

@@ -31,9 +31,9 @@ Reply = tuple[int, dict[str, str], str]
 
 
 def record_of(run_id: str | uuid.UUID) -> dict[str, Any] | None:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    record = wiring.execution_store().get(uuid.UUID(str(run_id)))
+    record = factories.execution_store().get(uuid.UUID(str(run_id)))
     return record.model_dump(mode="json") if record else None
 
 
@@ -68,10 +68,10 @@ def one_contact_run(phone: str, **overrides: Any) -> dict[str, Any]:
 
 def visibility_changes() -> list[dict[str, Any]]:
     """Every ChangeMessageVisibility the worker makes from now on."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     calls: list[dict[str, Any]] = []
-    wiring.sqs_client().meta.events.register(
+    factories.aws_client("sqs").meta.events.register(
         "provide-client-params.sqs.ChangeMessageVisibility", lambda params, **_: calls.append(dict(params))
     )
     return calls
@@ -115,10 +115,10 @@ class TestPartialBatchResponse:
     def test_records_of_a_batch_are_processed_concurrently_within_the_bound(
         self, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
     ):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         monkeypatch.setenv("WORKER_CONCURRENCY", "2")
-        wiring.reset()
+        factories.reset()
         # Two calls must be in flight together to pass the barrier: a sequential worker would break it.
         barrier = threading.Barrier(2, timeout=10)
         lock = threading.Lock()
@@ -239,14 +239,14 @@ class TestExactlyOnce:
         assert parts[1]["attempts"] == 2  # type: ignore[index]
 
     def test_a_run_left_in_sending_by_a_crashed_attempt_is_not_resent(self, hilos: responses.RequestsMock):
-        from hilos_runner import wiring
-        from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+        from hilos_runner import factories
+        from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 
         hilos.add_callback(responses.POST, RUN_URL, callback=created)
         record = sqs_record(queued_run())
         run_id = message_run_id(record["messageId"])
         # What an attempt that died between sending and recording Hilos' answer leaves behind.
-        wiring.execution_store().put(
+        factories.execution_store().put(
             ExecutionRecord(
                 run_id=run_id, flow_id=FLOW_ID, source=RunSource.QUEUE, status=RunStatus.SENDING, num_contacts=1
             )
@@ -441,9 +441,9 @@ class TestTimeGuard:
 
 class TestBulkChunks:
     def test_a_chunk_queued_by_the_api_updates_its_own_record(self, hilos: responses.RequestsMock):
-        from hilos_runner import wiring
+        from hilos_runner import factories
         from hilos_runner.chunking import chunk_run_id
-        from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+        from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 
         hilos.add_callback(responses.POST, RUN_URL, callback=created)
         bulk_id = uuid.uuid4()
@@ -457,7 +457,7 @@ class TestBulkChunks:
             parent_id=bulk_id,
             chunk_index=3,
         )
-        wiring.execution_store().put(queued)
+        factories.execution_store().put(queued)
         body = queued_run(
             2, bulk_id=str(bulk_id), chunk_index=3, run_id=str(run_id), idempotency_key=f"bulk-{bulk_id}-3"
         )

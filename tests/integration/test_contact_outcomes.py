@@ -189,10 +189,10 @@ def test_a_retry_of_a_run_not_finished_is_409_and_of_no_contacts_422(
 def test_a_bulk_run_lists_its_contacts_across_chunks_and_a_retry_submits_a_bulk_run_of_the_failed_ones(
     aws: Any, fake: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     monkeypatch.setenv("BULK_CHUNK_SIZE", "4")
-    wiring.reset()
+    factories.reset()
     numbers = phones(10)
     accepted = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(10, has_priority=True))
     bulk_id = accepted.body["id"]
@@ -225,11 +225,11 @@ def test_a_bulk_run_lists_its_contacts_across_chunks_and_a_retry_submits_a_bulk_
 def test_the_contacts_of_a_chunk_hilos_refused_are_listed_not_started_with_why_and_can_be_retried(
     aws: Any, fake: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
-    from hilos_runner.executions import RunStatus
+    from hilos_runner import factories
+    from hilos_runner.execution_records import RunStatus
 
     monkeypatch.setenv("BULK_CHUNK_SIZE", "4")
-    wiring.reset()
+    factories.reset()
     numbers = phones(10)
     fake.refused_phones.add(numbers[9])  # the third chunk: numbers[8:10]
     bulk_id = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(10)).body["id"]
@@ -252,7 +252,7 @@ def test_the_contacts_of_a_chunk_hilos_refused_are_listed_not_started_with_why_a
     assert asked.body["num_contacts"] == 2
 
     # Redriven after all (an operator fixed the cause): the chunk started in Hilos; its kept NOT_STARTED list is stale.
-    store = wiring.execution_store()
+    store = factories.execution_store()
     [rejected] = [chunk for chunk in view["chunks"] if chunk["status"] == "REJECTED"]
     chunk = store.get(rejected["run_id"])
     assert chunk is not None
@@ -266,10 +266,10 @@ def test_the_contacts_of_a_chunk_hilos_refused_are_listed_not_started_with_why_a
 def test_a_bulk_retry_that_needs_more_hilos_reads_than_a_request_has_goes_on_where_the_last_one_stopped(
     aws: Any, fake: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import contact_outcomes, wiring
+    from hilos_runner import contact_outcomes, factories
 
     monkeypatch.setenv("BULK_CHUNK_SIZE", "4")
-    wiring.reset()
+    factories.reset()
     bulk_id = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(10)).body["id"]
     assert drain(runs_queue, aws, monkeypatch) == 3
     fake.finish()

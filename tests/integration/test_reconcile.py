@@ -29,18 +29,18 @@ CALL_BUDGET_SECONDS = 0.2
 
 @pytest.fixture
 def hilos_lists(aws: Any, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> FakeHilos:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     for name, value in QUICK.items():
         monkeypatch.setenv(name, value)
-    wiring.reset()
+    factories.reset()
     return FakeHilos(hilos, page_size=2)
 
 
 def record(run_id: str) -> Any:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    found = wiring.execution_store().get(run_id)
+    found = factories.execution_store().get(run_id)
     assert found is not None
     return found
 
@@ -117,7 +117,7 @@ def test_refresh_true_reconciles_an_ambiguous_run_at_once(aws: Any, hilos_lists:
 def test_not_found_is_resent_once_after_the_grace_period_and_never_again(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     run_id = lost_run(hilos_lists, "before")
     assert hilos_lists.created == []
@@ -130,7 +130,7 @@ def test_not_found_is_resent_once_after_the_grace_period_and_never_again(
     assert waiting.next_sync_at == waiting.sent_at + timedelta(seconds=3600)  # looked at again once it is over
 
     # The grace period over (its send ten minutes back, due now):
-    wiring.execution_store().put(
+    factories.execution_store().put(
         waiting.model_copy(update={"sent_at": minutes_ago(10), "next_sync_at": minutes_ago(0)})
     )
     report = sync_pass(aws, monkeypatch, RECONCILE_GRACE_SECONDS="300")
@@ -189,7 +189,7 @@ def test_resending_off_makes_a_run_not_started_failed(
 def test_two_candidates_are_never_resent_and_alarm_once_past_the_bound(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     run_id = lost_run(hilos_lists, "after")
     phone = run_body()["contact_list"][0]["phone"]
@@ -206,7 +206,7 @@ def test_two_candidates_are_never_resent_and_alarm_once_past_the_bound(
     assert "RunsUnresolved" not in capsys.readouterr().out  # not yet past RECONCILE_ALARM_AFTER_SECONDS
 
     # An hour later it is still undecided: counted in RunsUnresolved (alarmed), still never resent.
-    store = wiring.execution_store()
+    store = factories.execution_store()
     store.put(undecided.model_copy(update={"sent_at": minutes_ago(61), "next_sync_at": minutes_ago(1)}))
     for execution in hilos_lists.executions:
         execution["created_on"] = minutes_ago(61).isoformat()
@@ -333,12 +333,12 @@ def test_a_crash_between_the_resends_record_and_its_call_never_starts_it_twice(
 def test_a_sending_record_left_by_a_failed_final_write_is_found(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from tests.reliability.faults import aws_error, inject
 
     # The write of Hilos' answer (a conditional PutItem, SUBMITTED) is throttled on every attempt.
     inject(
-        wiring.dynamodb_client(),
+        factories.aws_client("dynamodb"),
         "PutItem",
         lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
         when=lambda params: params["Item"]["status"]["S"] == "SUBMITTED",
@@ -394,7 +394,7 @@ def big_body(contacts: int = 1000) -> dict[str, Any]:
 
 
 def test_a_large_keyed_request_starts_once_and_gets_the_same_answer_on_repeat(aws: Any, hilos_lists: FakeHilos):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     body = big_body()
     assert len(json.dumps(body)) > 900_000
@@ -409,18 +409,18 @@ def test_a_large_keyed_request_starts_once_and_gets_the_same_answer_on_repeat(aw
     assert "contact_list" not in first.body["hilos"]  # Hilos' echo of the contacts is not kept or answered
     assert hilos_lists.run_calls == 1
     # The body kept for a resend is the one sent, whole, over several items.
-    kept = wiring.execution_store().request_body(first.body["run"]["run_id"])
+    kept = factories.execution_store().request_body(first.body["run"]["run_id"])
     assert kept is not None
     assert json.loads(kept)["contact_list"] == body["contact_list"]
 
 
 def test_once_hilos_was_called_a_failure_to_store_the_answer_is_not_nothing_started(aws: Any, hilos_lists: FakeHilos):
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from tests.reliability.faults import aws_error, inject
 
     # Powertools' write of the result for the key (UpdateItem on the idempotency table) fails.
     inject(
-        wiring.dynamodb_client(),
+        factories.aws_client("dynamodb"),
         "UpdateItem",
         lambda: aws_error("ProvisionedThroughputExceededException", "UpdateItem"),
     )
@@ -431,7 +431,7 @@ def test_once_hilos_was_called_a_failure_to_store_the_answer_is_not_nothing_star
     assert answer.status == 201, answer.body
     assert hilos_lists.run_calls == 1
     # The key's run id comes from flow, key and body: a repeat finds the run, not a second Hilos call.
-    wiring.reset()
+    factories.reset()
     _drop_idempotency_records()
     repeat = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers=headers)
     assert repeat.status == 201
@@ -441,9 +441,9 @@ def test_once_hilos_was_called_a_failure_to_store_the_answer_is_not_nothing_star
 
 def _drop_idempotency_records() -> None:
     """As if Powertools' IN_PROGRESS record had expired (it does when the invocation's time is up)."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from hilos_runner.settings import get_settings
 
-    client, table = wiring.dynamodb_client(), get_settings().idempotency_table_name
+    client, table = factories.aws_client("dynamodb"), get_settings().idempotency_table_name
     for item in client.scan(TableName=table)["Items"]:
         client.delete_item(TableName=table, Key={"id": item["id"]})

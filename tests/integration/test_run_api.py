@@ -26,10 +26,10 @@ OPENAPI_COPY = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json" 
 
 def count_secret_reads() -> list[str]:
     """Record every GetSecretValue the process makes from now on."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     calls: list[str] = []
-    wiring.secrets_client().meta.events.register(
+    factories.aws_client("secretsmanager").meta.events.register(
         "before-call.secrets-manager.GetSecretValue", lambda **_: calls.append("GetSecretValue")
     )
     return calls

@@ -104,10 +104,10 @@ def get_run(run_id: str, **query: str) -> dict[str, Any]:
 
 @pytest.fixture
 def small_chunks(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     monkeypatch.setenv("BULK_CHUNK_SIZE", "2")
-    wiring.reset()
+    factories.reset()
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -216,16 +216,16 @@ def test_refresh_on_demand_reads_hilos_now_and_a_canceled_run_is_terminal(
 
 
 def test_two_syncs_of_one_run_never_announce_it_twice(aws: Any, fake_hilos: FakeHilos, finished_events: Any):
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from hilos_runner.sync import SyncOutcome
 
     run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]
-    seen = wiring.execution_store().get(uuid.UUID(run_id))
+    seen = factories.execution_store().get(uuid.UUID(run_id))
     assert seen is not None
     fake_hilos.move_all("COMPLETED", completed=lambda n: n)
 
-    _first, first_outcome = wiring.status_sync().refresh(seen)
-    second, second_outcome = wiring.status_sync().refresh(seen)  # read before the first one wrote
+    _first, first_outcome = factories.status_sync().refresh(seen)
+    second, second_outcome = factories.status_sync().refresh(seen)  # read before the first one wrote
 
     assert (first_outcome, second_outcome) == (SyncOutcome.FINISHED, SyncOutcome.CHANGED_MEANWHILE)
     assert second.status == "COMPLETED"  # the second one hands back what the first one stored

@@ -13,11 +13,11 @@ from tests.helpers import RUN_URL, call_bulk_worker, queued_run
 def test_a_late_retry_note_never_overwrites_a_run_another_delivery_submitted(
     hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
-    from hilos_runner.executions import RunStatus
+    from hilos_runner import factories
+    from hilos_runner.execution_records import RunStatus
 
     hilos.post(RUN_URL, status=503)
-    store = wiring.execution_store()
+    store = factories.execution_store()
     read_record = store.get
 
     def read_then_lose_the_race(run_id: Any) -> Any:
@@ -40,8 +40,8 @@ def test_a_late_retry_note_never_overwrites_a_run_another_delivery_submitted(
 
 
 def _all_records() -> list[dict[str, Any]]:
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from hilos_runner.settings import get_settings
 
-    items = wiring.dynamodb_client().scan(TableName=get_settings().executions_table_name)["Items"]
+    items = factories.aws_client("dynamodb").scan(TableName=get_settings().executions_table_name)["Items"]
     return [item for item in items if "status" in item]  # records, not the request bodies kept beside them

@@ -47,13 +47,13 @@ CRASHED_INVOCATION_SECONDS = 4
 
 @pytest.fixture
 def fast_calls(worker: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     for name, value in FAST_CALLS.items():
         monkeypatch.setenv(name, value)
-    wiring.reset()
+    factories.reset()
     yield
-    wiring.reset()
+    factories.reset()
 
 
 class FakeHilos:
@@ -74,9 +74,9 @@ class FakeHilos:
 
 
 def record_of(run_id: uuid.UUID) -> Any:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    return wiring.execution_store().get(run_id)
+    return factories.execution_store().get(run_id)
 
 
 def run_id_of(record: dict[str, Any]) -> uuid.UUID:
@@ -108,10 +108,10 @@ def one_contact_message(phone: str) -> dict[str, Any]:
 class TestWorkerKilledMidBatch:
     def crash(self, batch: list[dict[str, Any]]) -> LocalLambdaContext:
         import bulk_worker  # noqa: F401  (imported before the clock starts: a cold start is not the point here)
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
-        wiring.queued_run_worker()
-        wiring.dynamodb_client()
+        factories.queued_run_worker()
+        factories.aws_client("dynamodb")
         context = LocalLambdaContext(function_name="bulk-worker", timeout_seconds=CRASHED_INVOCATION_SECONDS)
         with pytest.raises(InvocationKilled):
             call_bulk_worker(batch, context)
@@ -153,14 +153,14 @@ class TestWorkerKilledMidBatch:
     def test_before_the_call_was_made_the_run_is_sent_once_after_the_expiry(
         self, fast_calls: None, hilos: responses.RequestsMock
     ):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         fake = FakeHilos(hilos)
         batch = [one_contact_message(phone) for phone in PHONES]
         third_run_id = str(run_id_of(batch[2]))
         # Killed while writing the third run's SENDING record (with its request body): Hilos was never called.
         inject(
-            wiring.dynamodb_client(),
+            factories.aws_client("dynamodb"),
             "BatchWriteItem",
             InvocationKilled,
             when=lambda params: third_run_id in json.dumps(params["RequestItems"], default=str),
@@ -192,10 +192,10 @@ class TestSecretsManagerDown:
     def test_the_api_answers_503_with_retry_after_in_the_error_shape(
         self, hilos: responses.RequestsMock, error: Callable[[], BaseException], reason: str
     ):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         fake = FakeHilos(hilos)
-        inject(wiring.secrets_client(), "GetSecretValue", error)
+        inject(factories.aws_client("secretsmanager"), "GetSecretValue", error)
 
         answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body())
 
@@ -213,10 +213,14 @@ class TestSecretsManagerDown:
     def test_the_worker_fails_the_record_and_the_message_comes_back_then_starts_once(
         self, hilos: responses.RequestsMock
     ):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         fake = FakeHilos(hilos)
-        inject(wiring.secrets_client(), "GetSecretValue", lambda: aws_error("ThrottlingException", "GetSecretValue"))
+        inject(
+            factories.aws_client("secretsmanager"),
+            "GetSecretValue",
+            lambda: aws_error("ThrottlingException", "GetSecretValue"),
+        )
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])
@@ -236,10 +240,10 @@ class TestDynamoDbFailures:
     @staticmethod
     def throttle_sending_write() -> list[Any]:
         """The write of a run's SENDING record (with its request body, one BatchWriteItem) is throttled."""
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         return inject(
-            wiring.dynamodb_client(),
+            factories.aws_client("dynamodb"),
             "BatchWriteItem",
             lambda: aws_error("ProvisionedThroughputExceededException", "BatchWriteItem"),
             when=lambda params: '"SENDING"' in json.dumps(params["RequestItems"], default=str),
@@ -248,12 +252,12 @@ class TestDynamoDbFailures:
     @staticmethod
     def throttle_put_item(table: str, *, only_status: str | None = None) -> list[Any]:
         """Every PutItem on ``table`` (with that record status, if given) is throttled; returns the log."""
-        from hilos_runner import wiring
+        from hilos_runner import factories
         from hilos_runner.settings import get_settings
 
         name = getattr(get_settings(), f"{table}_table_name")
         return inject(
-            wiring.dynamodb_client(),
+            factories.aws_client("dynamodb"),
             "PutItem",
             lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
             when=lambda params: (

@@ -264,10 +264,10 @@ class TestRequestLimits:
     def test_a_bulk_list_over_the_contact_limit_is_refused_naming_the_list(
         self, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
     ):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         monkeypatch.setenv("BULK_MAX_CONTACTS", "3")
-        wiring.reset()
+        factories.reset()
         answer = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(4))
 
         assert answer.status in (413, 422)

@@ -45,7 +45,7 @@ Call = tuple[str, str]  # (IAM action, resource: a logical id, "<table>/index/<n
 
 
 class CallRecorder:
-    """Every AWS call made through wiring's boto3 session, as (action, logical resource)."""
+    """Every AWS call made through the factories' boto3 session, as (action, logical resource)."""
 
     def __init__(self, stack: Any) -> None:
         self.calls: set[Call] = set()
@@ -53,9 +53,9 @@ class CallRecorder:
         self._logical |= {str(value): logical for (logical, _), value in stack.attributes.items()}
 
     def attach(self) -> None:
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
-        wiring.boto3_session().events.register("before-parameter-build", self._record)
+        factories.boto3_session().events.register("before-parameter-build", self._record)
 
     def _record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         service = model.service_model.signing_name
@@ -155,13 +155,13 @@ def drive_bulk_worker(hilos: responses.RequestsMock) -> None:
 
 def drive_status_sync(hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
     import status_sync
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from local.events import LocalLambdaContext, rule_arn, scheduled_event
     from tests.helpers import execution_record
 
     gone = uuid.uuid4()  # an execution Hilos no longer knows: the failure is noted on the record
-    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=HILOS_EXECUTION_ID))
-    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
+    factories.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=HILOS_EXECUTION_ID))
+    factories.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
     hilos.add_callback(responses.GET, EXECUTION_URL, callback=status_of("COMPLETED"))
     hilos.get(f"{HILOS_BASE}/flow-execution/{gone}", status=404, json={"detail": "Not found."})
     monkeypatch.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")

@@ -20,7 +20,7 @@ import pytest
 # that handler for the rest of that test.
 from hilos_runner import observability
 from hilos_runner.errors import ConfigurationError
-from hilos_runner.executions import SYNC_INDEX_NAME
+from hilos_runner.execution_store import SYNC_INDEX_NAME
 from hilos_runner.settings import Settings
 from local.stack_resources import create_stack_resources
 from local.template import StackResources

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hilos_runner.executions import FLOW_INDEX_NAME
+from hilos_runner.execution_store import FLOW_INDEX_NAME
 from local.template import TEMPLATE_PATH, StackResources, load_template
 
 ROOT = TEMPLATE_PATH.parent

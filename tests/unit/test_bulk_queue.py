@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from hilos_runner import queue
-from hilos_runner.queue import SEND_ATTEMPTS, QueueSender
+from hilos_runner import queue_sender
+from hilos_runner.queue_sender import SEND_ATTEMPTS, QueueSender
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/runs"
 
@@ -40,7 +40,7 @@ class FakeSqs:
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(queue.time, "sleep", slept.append)
+    monkeypatch.setattr(queue_sender.time, "sleep", slept.append)
     return slept
 
 

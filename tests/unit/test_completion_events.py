@@ -20,7 +20,7 @@ from hilos_runner.completion_events import (
     run_finished_json_schema,
 )
 from hilos_runner.errors import DependencyUnavailableError
-from hilos_runner.executions import ExecutionCounters, ExecutionRecord, RunSource, RunStatus
+from hilos_runner.execution_records import ExecutionCounters, ExecutionRecord, RunSource, RunStatus
 from tests.helpers import HILOS_EXECUTION_ID, execution_record
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "run-finished-event.schema.json"

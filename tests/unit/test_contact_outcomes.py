@@ -5,12 +5,12 @@ from typing import Any
 
 import pytest
 
-from hilos_runner.api_support import wants_csv
+from hilos_runner.api import wants_csv
 from hilos_runner.bulk import bulk_progress
 from hilos_runner.contact_outcomes import ContactOutcome, contacts_csv, parse_statuses
 from hilos_runner.contacts_input import parse_contacts
 from hilos_runner.errors import InvalidRequestError
-from hilos_runner.executions import ExecutionCounters, RunStatus
+from hilos_runner.execution_records import ExecutionCounters, RunStatus
 from hilos_runner.models import FlowExecutionContact
 from tests.helpers import execution_record
 

@@ -13,17 +13,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from hilos_runner import wiring
+from hilos_runner import factories
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
-from hilos_runner.executions import (
-    SYNC_SHARDS,
-    ExecutionCounters,
-    ExecutionRecord,
-    ExecutionStore,
-    Resolution,
-    RunSource,
-    RunStatus,
-)
+from hilos_runner.execution_records import ExecutionCounters, ExecutionRecord, Resolution, RunSource, RunStatus
+from hilos_runner.execution_store import SYNC_SHARDS, ExecutionStore
 from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID
 from tests.helpers import execution_record as record
 
@@ -122,7 +115,7 @@ def test_the_deployed_store_uses_record_ttl_days_from_the_template(aws: Any, tab
     days = int(aws.function_environment("RunApiFunction")["RECORD_TTL_DAYS"])
     original = record(created_at=CREATED_AT)
 
-    wiring.execution_store().put(original)
+    factories.execution_store().put(original)
 
     assert int(raw_item(table, original.run_id)["expires_at"]["N"]) == int(
         (CREATED_AT + timedelta(days=days)).timestamp()
@@ -238,7 +231,7 @@ def test_dynamodb_failures_are_dependency_failures_naming_the_operation(
 def test_timestamps_are_stored_fixed_width_so_the_index_sorts_them_in_time_order():
     from datetime import UTC, datetime
 
-    from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+    from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 
     whole_second = datetime(2026, 1, 2, 3, 4, 15, tzinfo=UTC)
     later = datetime(2026, 1, 2, 3, 4, 15, 500_000, tzinfo=UTC)

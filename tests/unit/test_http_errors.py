@@ -6,7 +6,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from hilos_runner import errors, http
+from hilos_runner import api, errors
 from hilos_runner.models import FlowRunRequest
 
 STATUS_OF = [
@@ -31,7 +31,7 @@ STATUS_OF = [
 
 @pytest.mark.parametrize(("error", "status"), STATUS_OF, ids=[type(e).__name__ for e, _ in STATUS_OF])
 def test_status_for_every_domain_error(error: errors.HilosRunnerError, status: int):
-    assert http.status_for(error) == status
+    assert api.status_for(error) == status
 
 
 def test_no_concrete_domain_error_falls_through_to_the_default_500():
@@ -45,12 +45,12 @@ def test_no_concrete_domain_error_falls_through_to_the_default_500():
     for error_type in concrete:
         error = error_type("message")
         expected_500 = error_type is errors.ConfigurationError
-        assert (http.status_for(error) == 500) is expected_500, error_type.__name__
+        assert (api.status_for(error) == 500) is expected_500, error_type.__name__
 
 
 def test_retryable_errors_carry_retry_after_rounded_up():
     error = errors.HilosUnavailableError("busy", status=429, retry_after=1.2)
-    assert http.headers_for(error) == {"Retry-After": "2"}
+    assert api.headers_for(error) == {"Retry-After": "2"}
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_retryable_errors_carry_retry_after_rounded_up():
     ids=lambda e: type(e).__name__,
 )
 def test_retryable_errors_without_a_hint_get_the_default_retry_after(error: errors.HilosRunnerError):
-    assert http.headers_for(error) == {"Retry-After": str(http.DEFAULT_RETRY_AFTER_SECONDS)}
+    assert api.headers_for(error) == {"Retry-After": str(api.DEFAULT_RETRY_AFTER_SECONDS)}
 
 
 @pytest.mark.parametrize(
@@ -77,25 +77,25 @@ def test_retryable_errors_without_a_hint_get_the_default_retry_after(error: erro
     ids=lambda e: type(e).__name__,
 )
 def test_errors_that_a_retry_cannot_fix_have_no_retry_after(error: errors.HilosRunnerError):
-    assert http.headers_for(error) == {}
+    assert api.headers_for(error) == {}
 
 
 def test_a_configuration_error_is_told_to_the_operator_not_the_caller():
     error = errors.ConfigurationError("the Hilos token secret 'prod/hilos-token' holds no token")
 
-    message = http.public_message(error)
+    message = api.public_message(error)
 
     assert "prod/hilos-token" not in message
     assert "misconfigured" in message
 
 
 def test_other_errors_keep_their_message():
-    assert http.public_message(errors.NotFoundError("no run 42")) == "no run 42"
+    assert api.public_message(errors.NotFoundError("no run 42")) == "no run 42"
 
 
 def test_error_body_has_the_one_shape():
     body = json.loads(
-        http.error_body(
+        api.error_body(
             "hilos_rejected", "Hilos said no", [{"field": "contact_list.0.phone", "reason": "bad"}], run_id="r1"
         )
     )
@@ -105,11 +105,11 @@ def test_error_body_has_the_one_shape():
         "details": [{"field": "contact_list.0.phone", "reason": "bad"}],
         "run_id": "r1",
     }
-    assert json.loads(http.error_body("not_found", "none")) == {"code": "not_found", "message": "none", "details": []}
+    assert json.loads(api.error_body("not_found", "none")) == {"code": "not_found", "message": "none", "details": []}
 
 
 def test_api_gateway_error_is_a_complete_proxy_answer():
-    answer = http.api_gateway_error(413, "body_too_large", "too big", [{"field": "body", "reason": "too large"}])
+    answer = api.api_gateway_error(413, "body_too_large", "too big", [{"field": "body", "reason": "too large"}])
 
     assert answer["statusCode"] == 413
     assert answer["headers"] == {"Content-Type": "application/json"}
@@ -141,7 +141,7 @@ def test_validation_details_name_fields_and_never_echo_the_values():
         ],
     }
 
-    details = http.validation_details(pydantic_errors(body))
+    details = api.validation_details(pydantic_errors(body))
 
     assert {d["field"] for d in details} == {
         "body.execute_for",
@@ -160,6 +160,6 @@ def test_validation_details_name_fields_and_never_echo_the_values():
 
 
 def test_validation_details_of_a_whole_object_have_the_object_path():
-    details = http.validation_details(pydantic_errors({"contact_list": [{"first_name": "Ana"}]}))
+    details = api.validation_details(pydantic_errors({"contact_list": [{"first_name": "Ana"}]}))
     assert [d["field"] for d in details] == ["body.contact_list.0"]
     assert "phone" in details[0]["reason"]

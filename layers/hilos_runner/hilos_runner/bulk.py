@@ -19,8 +19,9 @@ bulk run's view, its record and every listing say the same.
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -28,12 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from hilos_runner.chunking import chunk_messages, chunk_run_id
 from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, NotFoundError
-from hilos_runner.executions import ExecutionCounters, ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
+from hilos_runner.execution_records import ExecutionCounters, ExecutionRecord, RunSource, RunStatus, utc_now
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.messages import BulkRunRequest, QueuedRun
-from hilos_runner.models import run_options_json
+from hilos_runner.models import IDEMPOTENCY_KEY_PATTERN, run_options_json
 from hilos_runner.observability import logger
-from hilos_runner.queue import QueueSender
-from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
+from hilos_runner.queue_sender import QueueSender
 
 _BULK_ID_NAMESPACE = UUID("6f0b1c9e-3d0a-4f7e-9a51-2a7c4c1d8e3b")
 _NOT_QUEUED_PREFIX = "not queued: "
@@ -58,20 +59,6 @@ class BulkCommand(BaseModel):
             self._digest = hashlib.sha256(self.request.model_dump_json(exclude_unset=True).encode()).hexdigest()
         return self._digest
 
-    def fingerprint(self) -> "BulkFingerprint":
-        return BulkFingerprint(flow_id=self.flow_id, request=self.digest(), idempotency_key=self.idempotency_key)
-
-
-class BulkFingerprint(BaseModel):
-    """The idempotency payload of a bulk submit (key + [flow_id, request]): the body's digest instead of
-    the body, so Powertools hashes a few bytes rather than re-serialising thousands of contacts."""
-
-    model_config = _DEFERRED
-
-    flow_id: UUID
-    request: str
-    idempotency_key: str | None = None
-
 
 class BulkAccepted(BaseModel):
     model_config = _DEFERRED
@@ -79,7 +66,7 @@ class BulkAccepted(BaseModel):
     id: UUID = Field(description="The bulk run's id (also its parent execution record).")
     num_contacts: int
     chunks: int = Field(description="Queued messages, one Hilos call each.")
-    status_url: str = Field(description="Where to follow the bulk run: GET /bulk-runs/{id}.")
+    status_url: str = Field(description="Where to follow the bulk run: GET /bulk-runs/{id} (an absolute URL).")
     duplicates_removed: DuplicatesRemoved | None = None
 
 
@@ -123,16 +110,16 @@ def status_url(bulk_id: UUID) -> str:
     return f"/bulk-runs/{bulk_id}"
 
 
+@dataclass(frozen=True)
 class BulkRunService:
-    def __init__(self, store: ExecutionStore, sender: QueueSender, chunk_size: int) -> None:
-        self._store = store
-        self._sender = sender
-        self._chunk_size = chunk_size
+    store: ExecutionStore
+    sender: QueueSender
+    chunk_size: int
 
     def submit(self, command: BulkCommand) -> BulkAccepted:
         request = command.request
         bulk_id = _bulk_id(command)
-        messages = chunk_messages(command.flow_id, request, chunk_size=self._chunk_size, bulk_id=bulk_id)
+        messages = chunk_messages(command.flow_id, request, chunk_size=self.chunk_size, bulk_id=bulk_id)
         accepted = BulkAccepted(
             id=bulk_id,
             num_contacts=len(request.contact_list),
@@ -140,16 +127,16 @@ class BulkRunService:
             status_url=status_url(bulk_id),
             duplicates_removed=request.duplicates_removed,
         )
-        parent = self._store.get(bulk_id) if command.idempotency_key else None
+        parent = self.store.get(bulk_id) if command.idempotency_key else None
         if parent is None:
             pending = messages
-            self._store.put_many([_chunk_record(command.flow_id, message) for message in messages])
+            self.store.put_many([_chunk_record(command.flow_id, message) for message in messages])
             # Last: a parent has all its chunks.
             parent_record = _parent_record(command, bulk_id, len(messages))
-            self._store.put(parent_record, options=run_options_json(command.request).encode())
+            self.store.put(parent_record, options=run_options_json(command.request).encode())
         else:
             pending = self._resumable(parent, messages)
-        failed = self._sender.send([message.body() for message in pending])
+        failed = self.sender.send([message.body() for message in pending])
         if failed:
             self._record_not_queued(command.flow_id, [pending[index] for index in failed], failed)
             error = DependencyUnavailableError(
@@ -166,10 +153,10 @@ class BulkRunService:
 
     def status(self, bulk_id: UUID) -> BulkRunStatus:
         """The bulk run as its chunks are now; the parent record is brought up to date on the way."""
-        parent = self._store.get(bulk_id)
+        parent = self.store.get(bulk_id)
         if parent is None or not parent.is_bulk:
             raise NotFoundError(f"no bulk run {bulk_id}")
-        parent, found, *_ = BulkTracker(self._store).follow(parent)
+        parent, found, *_ = BulkTracker(self.store).follow(parent)
         chunks = [BulkChunkStatus.model_validate(chunk, from_attributes=True) for chunk in found]
         contacts: Counter[RunStatus] = Counter()
         for chunk in chunks:
@@ -196,7 +183,7 @@ class BulkRunService:
         them). A chunk sent twice is harmless: its idempotency key starts it once."""
         if parent.num_chunks != len(messages):
             raise ConfigurationError("BULK_CHUNK_SIZE changed since this bulk run was first submitted")
-        found = self._store.get_many([_run_id(message) for message in messages])
+        found = self.store.get_many([_run_id(message) for message in messages])
         pending, requeued = [], []
         for message in messages:
             record = found.get(_run_id(message))
@@ -204,17 +191,16 @@ class BulkRunService:
                 requeued.append(message)
             if record is None or _not_queued(record) or record.status is RunStatus.QUEUED:
                 pending.append(message)
-        self._store.put_many([_chunk_record(parent.flow_id, message) for message in requeued])  # QUEUED again
+        self.store.put_many([_chunk_record(parent.flow_id, message) for message in requeued])  # QUEUED again
         return pending
 
     def _record_not_queued(self, flow_id: UUID, messages: list[QueuedRun], reasons: dict[int, str]) -> None:
-        records = []
-        for message, reason in zip(messages, reasons.values(), strict=True):
-            record = _chunk_record(flow_id, message)
-            record.status = RunStatus.FAILED
-            record.last_error = _NOT_QUEUED_PREFIX + reason
-            records.append(record)
-        self._store.put_many(records)
+        self.store.put_many(
+            [
+                _chunk_record(flow_id, message, status=RunStatus.FAILED, last_error=_NOT_QUEUED_PREFIX + reason)
+                for message, reason in zip(messages, reasons.values(), strict=True)
+            ]
+        )
 
 
 # A chunk in one of these states will not change any more: finished in Hilos, or known never started.
@@ -242,14 +228,12 @@ class BulkTracker:
         if revisit_at is None and (status, counters) == (parent.status, parent.counters or ExecutionCounters()):
             return Followed(parent, chunks)
         now = utc_now()
-        followed = parent.model_copy(
-            update={
-                "status": status,
-                "counters": counters,
-                "synced_at": now,
-                "next_sync_at": now if status.finished else (revisit_at or parent.next_sync_at),
-                "updated_at": now,
-            }
+        followed = parent.changed(
+            at=now,
+            status=status,
+            counters=counters,
+            synced_at=now,
+            next_sync_at=now if status.finished else (revisit_at or parent.next_sync_at),
         )
         if not self._store.replace_if_unchanged(followed, parent):
             return Followed(self._store.get(parent.run_id) or parent, chunks, changed_meanwhile=True)
@@ -297,17 +281,9 @@ def _not_queued(record: ExecutionRecord) -> bool:
     )
 
 
-def _chunk_record(flow_id: UUID, message: QueuedRun) -> ExecutionRecord:
-    return ExecutionRecord(
-        run_id=_run_id(message),
-        flow_id=flow_id,
-        source=RunSource.QUEUE,
-        status=RunStatus.QUEUED,
-        num_contacts=len(message.contact_list),
-        idempotency_key=message.idempotency_key,
-        parent_id=message.bulk_id,
-        chunk_index=message.chunk_index,
-    )
+def _chunk_record(flow_id: UUID, message: QueuedRun, **more: Any) -> ExecutionRecord:
+    run_id, contacts, key = _run_id(message), len(message.contact_list), message.idempotency_key
+    return ExecutionRecord.of_queued_run(run_id, flow_id, contacts, key, (message.bulk_id, message.chunk_index), **more)
 
 
 def _parent_record(command: BulkCommand, bulk_id: UUID, num_chunks: int) -> ExecutionRecord:

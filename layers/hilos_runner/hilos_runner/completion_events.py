@@ -13,16 +13,17 @@ its chunks' counters summed; each chunk still has its own "Hilos Run Finished" e
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from hilos_runner.errors import DependencyUnavailableError
-from hilos_runner.executions import ExecutionCounters, ExecutionRecord, RunStatus, Timestamp
+from hilos_runner.execution_records import ExecutionCounters, ExecutionRecord, RunStatus, Timestamp
 from hilos_runner.messages import json_schema_document
 
 EVENT_SOURCE = "hilos-runner"
+_Detail = TypeVar("_Detail", bound=BaseModel)
 EVENT_DETAIL_TYPE = "Hilos Run Finished"
 BULK_EVENT_DETAIL_TYPE = "Hilos Bulk Run Finished"
 
@@ -45,20 +46,7 @@ class RunFinishedEvent(BaseModel):
     def of(cls, record: ExecutionRecord) -> "RunFinishedEvent":
         if record.hilos_execution_id is None or not record.status.finished or record.synced_at is None:
             raise ValueError("only a finished run with a Hilos execution has a completion event")
-        return cls.model_validate(
-            {
-                "run_id": record.run_id,
-                "flow_id": record.flow_id,
-                "hilos_execution_id": record.hilos_execution_id,
-                "status": record.status,
-                "hilos_status": record.hilos_status,
-                "parent_id": record.parent_id,
-                "num_contacts": record.num_contacts,
-                "counters": record.counters or ExecutionCounters(),
-                "finished_at": record.synced_at,
-                "contacts_url": record.contacts_url,
-            }
-        )
+        return _detail(cls, record, finished_at=record.synced_at)
 
 
 class BulkRunFinishedEvent(BaseModel):
@@ -81,19 +69,13 @@ class BulkRunFinishedEvent(BaseModel):
     def of(cls, record: ExecutionRecord) -> "BulkRunFinishedEvent":
         if not record.is_bulk or not record.status.finished:
             raise ValueError("only a finished bulk run has a bulk completion event")
-        return cls.model_validate(
-            {
-                "bulk_id": record.run_id,
-                "flow_id": record.flow_id,
-                "status": record.status,
-                "num_contacts": record.num_contacts,
-                "num_chunks": record.num_chunks,
-                "counters": record.counters or ExecutionCounters(),
-                "retry_of": record.retry_of,
-                "finished_at": record.synced_at or record.updated_at,
-                "contacts_url": record.contacts_url,
-            }
-        )
+        return _detail(cls, record, bulk_id=record.run_id, finished_at=record.synced_at or record.updated_at)
+
+
+def _detail(model: type[_Detail], record: ExecutionRecord, **own: Any) -> _Detail:
+    """An event's detail: the record's fields of the same names (counters zero when never synced), and ``own``."""
+    shared = {name: getattr(record, name) for name in model.model_fields if hasattr(record, name)}
+    return model.model_validate(shared | {"counters": record.counters or ExecutionCounters()} | own)
 
 
 def finished_event(record: ExecutionRecord) -> tuple[str, BaseModel]:

@@ -4,7 +4,7 @@ Hilos' List Flow Execution Contacts (``GET /flow-execution-contact?flow_executio
 contact of an execution with its status and, for a contact that failed or expired, the reason. ``ContactOutcomes``
 reads a run's contacts from there into ``ContactOutcome`` (the bulk CSV's contact columns plus status and reason).
 Once the run is finished (COMPLETED, CANCELED) and Hilos listed every contact, they are kept beside the run's
-record (hilos_runner.executions: compressed, the record's TTL), so every later read costs Hilos nothing; a run
+record (hilos_runner.execution_store: compressed, the record's TTL), so every later read costs Hilos nothing; a run
 still going is read from Hilos each time.
 
 A bulk run's contacts are its chunks' contacts, chunk after chunk: the same pages, the same cursor (opaque: which
@@ -33,8 +33,10 @@ from uuid import UUID
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from hilos_runner.cursors import decode_cursor, encode_cursor
 from hilos_runner.errors import ContactsNotReadYetError, InvalidRequestError, NotFoundError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunStatus, decode_cursor, encode_cursor
+from hilos_runner.execution_records import ExecutionRecord, RunStatus
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.hilos import CONTACTS_PAGE_SIZE, HilosClient
 from hilos_runner.models import Contact, FlowExecutionContact, FlowRunRequest
 from hilos_runner.observability import metrics

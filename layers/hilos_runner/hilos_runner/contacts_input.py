@@ -24,8 +24,7 @@ from pydantic import ValidationError
 
 from hilos_runner import json_input
 from hilos_runner.duplicates import OnDuplicate, without_duplicates
-from hilos_runner.errors import InvalidRequestError, UnsupportedMediaTypeError
-from hilos_runner.http import validation_details
+from hilos_runner.errors import InvalidRequestError, UnsupportedMediaTypeError, validation_details
 from hilos_runner.messages import BulkRunRequest
 from hilos_runner.models import Contact
 
@@ -35,13 +34,20 @@ LIST_SEPARATOR = ";"
 _BOOLEANS = {"true": True, "false": False}
 
 
+# The media types a bulk contact list is read from (also what the API's body guard lets through).
+BULK_MEDIA_TYPES: dict[str, MediaType] = {"application/json": "json", "text/csv": "csv"}
+
+
+def content_type_essence(content_type: str | None) -> str:
+    """A Content-Type's essence (``application/json``), or "" when none is given (taken as JSON)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def media_type_of(content_type: str | None) -> MediaType:
     """``json`` or ``csv`` from a Content-Type header (JSON when none is given)."""
-    essence = (content_type or "").split(";", 1)[0].strip().lower()
-    if essence in ("", "application/json"):
-        return "json"
-    if essence == "text/csv":
-        return "csv"
+    essence = content_type_essence(content_type) or "application/json"
+    if essence in BULK_MEDIA_TYPES:
+        return BULK_MEDIA_TYPES[essence]
     raise UnsupportedMediaTypeError(
         f"bulk runs take application/json or text/csv, not {essence!r}",
         details=[{"field": "header.content-type", "reason": "use application/json or text/csv"}],

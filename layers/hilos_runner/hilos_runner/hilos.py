@@ -10,7 +10,6 @@ broken connection or a 500/502/503/504. A 429 is not retried inside the call: th
 stops its pass instead, and comes back at its next tick.
 """
 
-import email.utils
 import json
 import time
 from collections.abc import Callable
@@ -21,18 +20,10 @@ import requests
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from hilos_runner.errors import (
-    ExecutionNotFoundError,
-    FlowNotFoundError,
-    HilosAuthError,
-    HilosError,
-    HilosOutcomeUnknownError,
-    HilosRejectedError,
-    HilosUnavailableError,
-)
+from hilos_runner import errors
 from hilos_runner.models import FlowExecution, FlowExecutionContact, FlowRunRequest, HilosPage
 from hilos_runner.observability import metrics, tracer
 from hilos_runner.settings import Settings
@@ -92,22 +83,25 @@ class HilosClient:
     @tracer.capture_method(capture_response=False)
     def get_flow_execution(self, execution_id: UUID) -> FlowExecution:
         """Hilos' FlowExecutionReadDetail of an execution: its status and contact counters."""
-        response = self._request("GET", self._settings.execution_url(execution_id), None, "HilosStatusLatency")
-        return _parse_execution(response)
+        return _parse_execution(self._get(self._settings.execution_url(execution_id), "HilosStatusLatency"))
 
     @tracer.capture_method(capture_response=False)
     def list_flow_executions(self, flow_id: UUID, page: int) -> HilosPage[FlowExecution]:
         """One page of Hilos' List Flow Executions of ``flow_id`` (FlowExecutionList items)."""
-        params = {"flow": str(flow_id), "page": str(page)}
-        response = self._request("GET", self._settings.executions_url(), None, "HilosLookupLatency", params)
-        return _parse_page(response, HilosPage[FlowExecution])
+        query = {"flow": str(flow_id), "page": str(page)}
+        return _parse_page(
+            self._get(self._settings.executions_url(), "HilosLookupLatency", query), HilosPage[FlowExecution]
+        )
 
     @tracer.capture_method(capture_response=False)
     def list_execution_contacts(self, execution_id: UUID, page: int, page_size: int) -> HilosPage[FlowExecutionContact]:
         """One page of Hilos' List Flow Execution Contacts of ``execution_id``."""
-        params = {"flow_execution": str(execution_id), "page": str(page), "page_size": str(page_size)}
-        response = self._request("GET", self._settings.execution_contacts_url(), None, "HilosLookupLatency", params)
+        query = {"flow_execution": str(execution_id), "page": str(page), "page_size": str(page_size)}
+        response = self._get(self._settings.execution_contacts_url(), "HilosLookupLatency", query)
         return _parse_page(response, HilosPage[FlowExecutionContact])
+
+    def _get(self, url: str, latency_metric: str, params: dict[str, str] | None = None) -> requests.Response:
+        return self._request("GET", url, None, latency_metric, params)
 
     def _request(
         self,
@@ -136,7 +130,7 @@ class HilosClient:
             response = self._send(method, url, body, headers, params)
             if response.status_code not in (401, 403):
                 return _checked(response, token, method)
-        raise HilosAuthError(
+        raise errors.HilosAuthError(
             f"Hilos refused the API token (HTTP {response.status_code}) after a fresh read of the secret; "
             "check the Hilos token secret",
             status=response.status_code,
@@ -153,21 +147,18 @@ class HilosClient:
             prepared = requests.Request(method, url, data=body, headers=headers, params=params).prepare()
             return self._session.send(prepared, timeout=timeout, allow_redirects=False)
         except requests.ConnectTimeout:
-            raise HilosUnavailableError("Hilos could not be reached (connect timeout)") from None
-        except requests.ReadTimeout:
-            if method == "GET":
-                raise HilosUnavailableError(f"Hilos did not answer within {timeout[1]:g} s") from None
-            raise HilosOutcomeUnknownError(
-                f"Hilos did not answer within {self._timeout[1]:g} s; the run may have started"
-            ) from None
-        except requests.ConnectionError as exc:
-            if _never_sent(exc):
-                raise HilosUnavailableError("Hilos could not be reached (connection failed)") from None
-            if method == "GET":  # read timeouts or broken connections on every retry
-                raise HilosUnavailableError("Hilos did not answer the status read, retries included") from None
-            raise HilosOutcomeUnknownError(
-                "the connection to Hilos broke after the request was sent; the run may have started"
-            ) from None
+            raise errors.HilosUnavailableError("Hilos could not be reached (connect timeout)") from None
+        except (requests.ReadTimeout, requests.ConnectionError) as exc:
+            if isinstance(exc, requests.ConnectionError) and _never_sent(exc):
+                raise errors.HilosUnavailableError("Hilos could not be reached (connection failed)") from None
+            # Sent, and no answer: read timeouts or broken connections (on every retry, for a GET).
+            lost = f"Hilos did not answer within {timeout[1]:g} s" if isinstance(exc, requests.ReadTimeout) else None
+            if method == "GET":  # a read: nothing can have started
+                raise errors.HilosUnavailableError(
+                    lost or "Hilos did not answer the status read, retries included"
+                ) from None
+            lost = lost or "the connection to Hilos broke after the request was sent"
+            raise errors.HilosOutcomeUnknownError(f"{lost}; the run may have started") from None
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
@@ -186,24 +177,32 @@ def _checked(response: requests.Response, token: str, method: str) -> requests.R
     reading = method == "GET"  # a status read: nothing can have started, whatever the answer
     if status == 404:
         if reading:
-            raise ExecutionNotFoundError("Hilos found no such flow execution (HTTP 404)", status=404)
-        raise FlowNotFoundError("Hilos found no such flow (HTTP 404)", status=404)
+            raise errors.ExecutionNotFoundError("Hilos found no such flow execution (HTTP 404)", status=404)
+        raise errors.FlowNotFoundError("Hilos found no such flow (HTTP 404)", status=404)
     if status == 429 or (status >= 500 and (reading or status not in _OUTCOME_UNKNOWN_STATUSES)):
-        raise HilosUnavailableError(
+        raise errors.HilosUnavailableError(
             f"Hilos is unavailable (HTTP {status})" + ("" if reading else "; the run was not started"),
             status=status,
             retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
         )
     if status in _OUTCOME_UNKNOWN_STATUSES:
-        raise HilosOutcomeUnknownError(f"Hilos' gateway timed out (HTTP {status}); the run may have started")
+        raise errors.HilosOutcomeUnknownError(f"Hilos' gateway timed out (HTTP {status}); the run may have started")
     message, details = _upstream_problem(response, token)
     if reading:
-        raise HilosError(f"Hilos refused the status read (HTTP {status}): {message}", status=status, details=details)
-    raise HilosRejectedError(f"Hilos rejected the run (HTTP {status}): {message}", status=status, details=details)
+        raise errors.HilosError(
+            f"Hilos refused the status read (HTTP {status}): {message}", status=status, details=details
+        )
+    raise errors.HilosRejectedError(
+        f"Hilos rejected the run (HTTP {status}): {message}", status=status, details=details
+    )
+
+
+# Only for its Retry-After parser (delta-seconds or an HTTP date, RFC 9110).
+_RETRY_AFTER = Retry(0)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
+    """Retry-After as seconds: delta-seconds (fractions, which urllib3 refuses, taken too) or an HTTP date."""
     if not value:
         return None
     try:
@@ -211,8 +210,8 @@ def _retry_after_seconds(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        return _RETRY_AFTER.parse_retry_after(value)
+    except InvalidHeader:
         return None
 
 
@@ -264,4 +263,6 @@ def _parse_page(response: requests.Response, model: type[_Page]) -> _Page:
     try:
         return model.model_validate_json(response.content)
     except ValueError:
-        raise HilosError(f"Hilos answered a list page that is not valid ({model.__name__})", status=200) from None
+        raise errors.HilosError(
+            f"Hilos answered a list page that is not valid ({model.__name__})", status=200
+        ) from None

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from hilos_runner.bulk import BulkCommand
 from hilos_runner.chunking import chunk_messages
 from hilos_runner.duplicates import DuplicatesRemoved, OnDuplicate, without_duplicates
-from hilos_runner.executions import RunSource
+from hilos_runner.execution_records import RunSource
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.runs import RunCommand
 

@@ -85,7 +85,7 @@ def _condition_failed(error: ClientError) -> bool:
 
 def status_sync_lease() -> Lease:
     """The status sync's lease, on the process's DynamoDB client (cheap: nothing is created here)."""
+    from hilos_runner.factories import aws_client
     from hilos_runner.settings import get_settings
-    from hilos_runner.wiring import dynamodb_client
 
-    return Lease(dynamodb_client(), get_settings().executions_table_name, STATUS_SYNC_LEASE)
+    return Lease(aws_client("dynamodb"), get_settings().executions_table_name, STATUS_SYNC_LEASE)

@@ -17,14 +17,19 @@ from pydantic import (
     Field,
     JsonValue,
     PrivateAttr,
-    StrictBool,
     TypeAdapter,
     model_validator,
 )
 
 from hilos_runner.duplicates import DuplicatesRemoved, OnDuplicate
-from hilos_runner.models import MAX_CONTACTS_PER_RUN, Contact, FlowRunRequest
-from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
+from hilos_runner.models import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_CONTACTS_PER_RUN,
+    Contact,
+    FlowRunRequest,
+    FlowVariables,
+    HasPriority,
+)
 
 # One contact, and the flow variables, must each leave room in a 256 KiB SQS message for the other.
 MAX_QUEUED_PART_BYTES = 65_536
@@ -58,12 +63,8 @@ class QueuedRun(BaseModel):
     contact_list: list[Contact] = Field(
         min_length=1, description="Contacts to run the flow for (the run API's contact fields)."
     )
-    has_priority: StrictBool = Field(
-        default=False, description="True closes any other running flows or conversations of the contacts."
-    )
-    flow_execution_variables: dict[str, JsonValue] | None = Field(
-        default=None, description="Variables available to the flow in this execution."
-    )
+    has_priority: HasPriority = False
+    flow_execution_variables: FlowVariables = None
     idempotency_key: str | None = Field(
         default=None,
         pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -108,9 +109,7 @@ class BulkRunRequest(BaseModel):
 
     # No upper bound here: the API limits a submit (BULK_MAX_CONTACTS), the CLI takes files of any size.
     contact_list: list[QueuableContact] = Field(min_length=1)
-    has_priority: StrictBool = Field(
-        default=False, description="True closes any other running flows or conversations of the contacts."
-    )
+    has_priority: HasPriority = False
     flow_execution_variables: Annotated[dict[str, JsonValue] | None, AfterValidator(_fits_a_message)] = Field(
         default=None, description="Variables available to the flow in this execution."
     )

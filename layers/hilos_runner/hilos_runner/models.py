@@ -41,6 +41,16 @@ MAX_CONTACTS_PER_RUN = 1000
 WholeNumber = Annotated[StrictInt, Field(ge=-MAX_INTEGER, le=MAX_INTEGER)]
 # A contact's `meta` beyond this many bytes of JSON is refused: it is stored by Hilos per contact.
 MAX_META_BYTES = 16_384
+# The run options of every way to start a flow (run API, queued message, bulk run), described once.
+HasPriority = Annotated[
+    StrictBool, Field(description="True closes any other running flows or conversations of the contacts.")
+]
+FlowVariables = Annotated[
+    dict[str, JsonValue] | None, Field(description="Variables available to the flow in this execution.")
+]
+# An Idempotency-Key as callers send it (API header, queued message field).
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
 
 _any_url: TypeAdapter[AnyUrl] = TypeAdapter(AnyUrl)
 
@@ -233,13 +243,9 @@ class FlowRunRequest(BaseModel):
     model_config = _strict_input
 
     execute_for: Literal["LIST"] = "LIST"
-    has_priority: StrictBool = Field(
-        default=False, description="True closes any other running flows or conversations of the contacts."
-    )
+    has_priority: HasPriority = False
     contact_list: list[Contact] = Field(min_length=1, max_length=MAX_CONTACTS_PER_RUN)
-    flow_execution_variables: dict[str, JsonValue] | None = Field(
-        default=None, description="Variables available to the flow in this execution."
-    )
+    flow_execution_variables: FlowVariables = None
     _body: bytes | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:

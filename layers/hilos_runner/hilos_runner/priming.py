@@ -4,7 +4,7 @@ With SnapStart (template parameter ``SnapStart``) Lambda runs init and the befor
 version is published, and restores new environments from that snapshot. So:
 
 - before the snapshot, ``prime_api`` builds what a first request would: the clients, the Hilos session, the
-  services and the idempotency config (the factories of ``hilos_runner.wiring``), one request through the API
+  services and the idempotency config (``hilos_runner.factories``), one request through the API
   resolver that validation refuses (the route's validators and the error answer), and the DynamoDB operations
   a run uses, each called once through botocore's Stubber (parameter validation, endpoint resolution and
   serialization are done and cached; the Stubber answers instead of sending). It reads no token and opens no
@@ -50,16 +50,17 @@ _REFUSED_RUN = {
 
 def prime_api(app: Any) -> None:
     """Before the snapshot: everything a first request builds, except the token and the connections."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
+    from hilos_runner.idempotency import idempotency_config
 
-    wiring.run_service()  # the DynamoDB client, the token source (unread), the Hilos client and session
-    wiring.bulk_service()  # the SQS client
-    wiring.completion_publisher()  # the EventBridge client (GET /runs/{id}?refresh=true)
-    wiring.idempotency_config()
+    factories.run_service()  # the DynamoDB client, the token source (unread), the Hilos client and session
+    factories.bulk_service()  # the SQS client
+    factories.completion_publisher()  # the EventBridge client (GET /runs/{id}?refresh=true)
+    idempotency_config()
     answer = app.resolve(dict(_REFUSED_RUN), None)
     if answer["statusCode"] != 422:  # the hook must never have done real work
         raise RuntimeError(f"priming request answered {answer['statusCode']}, not 422")
-    _prime_dynamodb_operations(wiring.dynamodb_client())
+    _prime_dynamodb_operations(factories.aws_client("dynamodb"))
 
 
 # The operations of a run's path (and GET /runs/{id}), with the answers the Stubber gives instead of DynamoDB.
@@ -88,12 +89,12 @@ def _prime_dynamodb_operations(client: Any) -> None:
 
 def after_restore() -> None:
     """After a restore: what must differ between environments restored from one snapshot, and the token."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from hilos_runner.errors import ConfigurationError, DependencyUnavailableError
     from hilos_runner.observability import logger
 
     random.seed()
     try:
-        wiring.token_source().get()
+        factories.token_source().get()
     except (ConfigurationError, DependencyUnavailableError) as error:  # the first request tries again
         logger.warning("Could not read the Hilos token after the restore", extra={"error": str(error)})

@@ -39,7 +39,8 @@ from uuid import UUID, uuid4
 from aws_lambda_powertools.metrics import MetricUnit
 
 from hilos_runner.errors import HilosRunnerError, HilosUnavailableError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, Resolution, RunStatus, utc_now
+from hilos_runner.execution_records import ExecutionRecord, Resolution, RunStatus, utc_now
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.hilos import CONTACTS_PAGE_SIZE, HilosClient
 from hilos_runner.matching import hilos_contacts_digest
 from hilos_runner.models import FlowExecution, FlowExecutionContact, FlowRunRequest
@@ -234,13 +235,14 @@ class Reconciler:
         looked = {"reconciled_at": now, "reconcile_attempts": record.reconcile_attempts + 1}
         if lookup.found is _Found.ONE:
             assert lookup.execution is not None
-            return self._write(record, ReconcileOutcome.FOUND, lookup, self._found(lookup.execution, now) | looked)
+            found = self._found(lookup.execution, now) | looked
+            return self._write(record, ReconcileOutcome.FOUND, lookup, found, at=now)
         if lookup.found is _Found.NONE:
             # Conclusive only if the listing was read after every request of this run must have ended: an
             # execution Hilos created before the first page was read is on one of the pages.
             if lookup.listed_at is None or lookup.listed_at < self._conclusive_at(record):
-                later = {"next_sync_at": max(self._conclusive_at(record), now), "updated_at": now}
-                return self._write(record, ReconcileOutcome.WAITING, lookup, later | looked)
+                later = {"next_sync_at": max(self._conclusive_at(record), now)}
+                return self._write(record, ReconcileOutcome.WAITING, lookup, later | looked, at=now)
             return self._not_started(record, deadline, looked, resend_now, lookup)
         return self._undecided(record, lookup, looked, now)
 
@@ -331,7 +333,6 @@ class Reconciler:
             "last_error": None,
             "sync_error": None,
             "next_sync_at": now,  # the status sync reads its progress at the next pass
-            "updated_at": now,
         }
 
     def _not_started(
@@ -351,7 +352,6 @@ class Reconciler:
                 "resolution": Resolution.NOT_STARTED,
                 "last_error": f"Hilos shows this run never started; not sent again ({why})",
                 "sync_error": None,
-                "updated_at": utc_now(),
             }
             return self._write(record, ReconcileOutcome.NOT_STARTED, lookup, failed | looked)
         return self._resend(record, deadline, looked, resend_now, lookup)
@@ -374,9 +374,8 @@ class Reconciler:
                 "status": RunStatus.QUEUED,
                 "resolution": Resolution.RESENT,
                 "next_sync_at": now,
-                "updated_at": now,
             }
-            return self._write(record, ReconcileOutcome.RESENT, lookup, waiting | looked)
+            return self._write(record, ReconcileOutcome.RESENT, lookup, waiting | looked, at=now)
         body = self._store.request_body(record.run_id)
         if body is None:
             gone = {
@@ -384,10 +383,9 @@ class Reconciler:
                 "resolution": Resolution.NOT_STARTED,
                 "last_error": "Hilos shows this run never started; its request is no longer kept, so it was not "
                 "sent again",
-                "updated_at": now,
             }
             metrics.add_metric(name="RunsNotStarted", unit=MetricUnit.Count, value=1)
-            return self._write(record, ReconcileOutcome.NOT_STARTED, lookup, gone | looked)
+            return self._write(record, ReconcileOutcome.NOT_STARTED, lookup, gone | looked, at=now)
         logger.info("run not started in Hilos; sending it again", extra={"run_id": str(record.run_id)})
         try:
             result = self._runs.resend(record, FlowRunRequest.model_validate_json(body), **looked)
@@ -415,14 +413,20 @@ class Reconciler:
             "resolution": Resolution.AMBIGUOUS,
             "sync_error": lookup.reason[:_MAX_REASON],
             "next_sync_at": now + self._settings.revisit_after(unresolved_for),
-            "updated_at": now,
         }
-        return self._write(record, ReconcileOutcome.AMBIGUOUS, lookup, note | looked)
+        return self._write(record, ReconcileOutcome.AMBIGUOUS, lookup, note | looked, at=now)
 
     def _write(
-        self, record: ExecutionRecord, outcome: ReconcileOutcome, lookup: Lookup | None, changes: dict[str, object]
+        self,
+        record: ExecutionRecord,
+        outcome: ReconcileOutcome,
+        lookup: Lookup | None,
+        changes: dict[str, object],
+        *,
+        at: datetime | None = None,
     ) -> Reconciled:
-        changed = record.model_copy(update=changes)
+        """``record`` with ``changes`` (stamped ``at``, or now), written only if the stored one is still ``record``."""
+        changed = record.changed(at=at, **changes)
         throttled = lookup.throttled if lookup else False
         if not self._store.replace_if_unchanged(changed, record):
             return Reconciled(record, ReconcileOutcome.CHANGED_MEANWHILE, throttled, lookup)

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hilos_runner.bulk import BulkAccepted, BulkCommand
 from hilos_runner.contact_outcomes import DEFAULT_RETRY_STATUSES, ContactOutcomes, ContactStatus
 from hilos_runner.errors import InvalidRequestError, RunNotFinishedError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource
+from hilos_runner.execution_records import ExecutionRecord, RunSource
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.messages import BulkRunRequest
 from hilos_runner.models import Contact, FlowRunRequest
 from hilos_runner.runs import RunCommand, RunResult

@@ -23,34 +23,25 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from hilos_runner.duplicates import DuplicatesRemoved
 from hilos_runner.errors import ConfigurationError, HilosAuthError, HilosRejectedError, HilosRunnerError
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, Resolution, RunSource, RunStatus, utc_now
+from hilos_runner.execution_records import ExecutionRecord, Resolution, RunSource, RunStatus, utc_now
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.hilos import HilosClient
 from hilos_runner.matching import run_contacts_digest
 from hilos_runner.models import FlowExecution, FlowRunRequest
 from hilos_runner.observability import logger, metrics
 from hilos_runner.settings import Settings
 
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
-# A caller's key, or one derived from it for the n-th Hilos call of a split message ("key#n"). Callers'
-# keys cannot contain '#', so a derived key never collides with a key someone chose.
+# A caller's key (hilos_runner.models.IDEMPOTENCY_KEY_PATTERN), or one derived from it for the n-th Hilos call
+# of a split message ("key#n"). Callers' keys cannot contain '#', so a derived key never collides with a key
+# someone chose.
 RUN_IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}(#[0-9]{1,6})?$"
 _KEYED_RUN_NAMESPACE = UUID("3d6f4b0e-9a7c-4e21-8f5d-6c2b1a0e9d47")
 # A run in one of these states may have reached Hilos (or surely did): it is never sent again.
 _MAYBE_SENT = frozenset({RunStatus.SENDING, RunStatus.UNKNOWN} | {status for status in RunStatus if status.started})
 
 
-class RunFingerprint(BaseModel):
-    """The idempotency payload of a run (key + [flow_id, request]): the digest of the body Hilos gets instead
-    of the contacts, so Powertools copies and hashes a few bytes, not the whole request (it deep-copies its
-    payload: ~70 ms for 250 contacts)."""
-
-    flow_id: UUID
-    request: str
-    idempotency_key: str | None = None
-
-
 class RunCommand(BaseModel):
-    """Everything needed to start one run; its ``fingerprint()`` is the idempotency payload."""
+    """Everything needed to start one run (with a key, idempotent on its flow, key and ``digest()``)."""
 
     flow_id: UUID
     request: FlowRunRequest
@@ -66,14 +57,12 @@ class RunCommand(BaseModel):
     duplicates_removed: DuplicatesRemoved | None = None  # kept on the record (hilos_runner.duplicates)
     _digest: str | None = PrivateAttr(default=None)
 
-    def fingerprint(self) -> RunFingerprint:
-        return RunFingerprint(flow_id=self.flow_id, request=self._body_digest(), idempotency_key=self.idempotency_key)
-
     def keyed_run_id(self) -> UUID:
         """The run id of a keyed run: the same flow, key and body always give the same run (and record)."""
-        return uuid5(_KEYED_RUN_NAMESPACE, f"{self.flow_id}\n{self.idempotency_key}\n{self._body_digest()}")
+        return uuid5(_KEYED_RUN_NAMESPACE, f"{self.flow_id}\n{self.idempotency_key}\n{self.digest()}")
 
-    def _body_digest(self) -> str:
+    def digest(self) -> str:
+        """SHA-256 of the body Hilos gets: a run's identity next to its key."""
         if self._digest is None:
             self._digest = hashlib.sha256(self.request.hilos_body()).hexdigest()
         return self._digest
@@ -146,17 +135,15 @@ class RunService:
         that leaves the run surely not started and worth retrying puts it back to QUEUED for the next pass
         instead of raising."""
         now = utc_now()
-        sending = seen.model_copy(
-            update={
-                **noted,
-                "status": RunStatus.SENDING,
-                "sent_at": now,
-                "resends": seen.resends + 1,
-                "resolution": Resolution.RESENT,
-                "next_sync_at": self._past_call_budget(now),
-                "last_error": None,
-                "updated_at": now,
-            }
+        sending = seen.changed(
+            at=now,
+            **noted,
+            status=RunStatus.SENDING,
+            sent_at=now,
+            resends=seen.resends + 1,
+            resolution=Resolution.RESENT,
+            next_sync_at=self._past_call_budget(now),
+            last_error=None,
         )
         if not self._store.replace_if_unchanged(sending, seen):
             return None
@@ -211,7 +198,7 @@ class RunService:
     def _finish(self, record: ExecutionRecord, **changes: object) -> ExecutionRecord:
         """``record`` with ``changes``, written only if the stored one is still ``record``; what is stored after."""
         now = utc_now()
-        changed = record.model_copy(update={**changes, "updated_at": now})
+        changed = record.changed(at=now, **changes)
         # Hilos answered (or surely will not): the next status sync or reconciliation pass looks at once.
         changed.next_sync_at = now if changed.awaits_sync else None
         try:

@@ -28,13 +28,8 @@ from pydantic import BaseModel
 from hilos_runner.bulk import BulkTracker
 from hilos_runner.completion_events import CompletionEventPublisher
 from hilos_runner.errors import HilosRunnerError, HilosUnavailableError
-from hilos_runner.executions import (
-    ExecutionCounters,
-    ExecutionRecord,
-    ExecutionStore,
-    status_of_hilos,
-    utc_now,
-)
+from hilos_runner.execution_records import ExecutionCounters, ExecutionRecord, status_of_hilos, utc_now
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.hilos import HilosClient
 from hilos_runner.models import FlowExecution
 from hilos_runner.observability import log_keys, logger, metrics
@@ -196,16 +191,14 @@ class StatusSync:
             expired=detail.expired or 0,
             canceled=detail.canceled or 0,
         )
-        return record.model_copy(
-            update={
-                "status": status,
-                "hilos_status": detail.status or record.hilos_status,
-                "counters": counters,
-                "synced_at": now,
-                "next_sync_at": now + self._interval(record, now),
-                "sync_error": None,
-                "updated_at": now,
-            }
+        return record.changed(
+            at=now,
+            status=status,
+            hilos_status=detail.status or record.hilos_status,
+            counters=counters,
+            synced_at=now,
+            next_sync_at=now + self._interval(record, now),
+            sync_error=None,
         )
 
     def _publish(self, record: ExecutionRecord) -> ExecutionRecord:
@@ -218,9 +211,7 @@ class StatusSync:
             metrics.add_metric(name="CompletionEventFailures", unit=MetricUnit.Count, value=1)
             raise
         metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
-        published = record.model_copy(
-            update={"event_published_at": now, "next_sync_at": None, "sync_error": None, "updated_at": now}
-        )
+        published = record.changed(at=now, event_published_at=now, next_sync_at=None, sync_error=None)
         # If this write is lost, the next pass publishes again: at least once, consumers dedupe on run_id.
         return published if self._store.replace_if_unchanged(published, record) else record
 
@@ -234,12 +225,8 @@ class StatusSync:
             if current is None or not current.awaits_sync:
                 return
             now = utc_now()
-            later = current.model_copy(
-                update={
-                    "next_sync_at": now + self._interval(current, now),
-                    "sync_error": error.message[:_MAX_SYNC_ERROR],
-                    "updated_at": now,
-                }
+            later = current.changed(
+                at=now, next_sync_at=now + self._interval(current, now), sync_error=error.message[:_MAX_SYNC_ERROR]
             )
             self._store.replace_if_unchanged(later, current)
         except HilosRunnerError:

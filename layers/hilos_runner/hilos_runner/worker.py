@@ -21,6 +21,7 @@ and raises ``RecordRetry`` when it must come back (reported in ``batchItemFailur
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -39,13 +40,14 @@ from hilos_runner.errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     InvalidRequestError,
+    validation_details,
 )
-from hilos_runner.executions import ExecutionRecord, ExecutionStore, RunSource, RunStatus, utc_now
-from hilos_runner.http import validation_details
+from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
+from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.messages import QueuedRun
 from hilos_runner.models import Contact
 from hilos_runner.observability import log_keys, logger, metrics
-from hilos_runner.queue import QueueSender
+from hilos_runner.queue_sender import QueueSender
 from hilos_runner.runs import RunCommand, RunResult, status_after, worth_retrying
 from hilos_runner.settings import Deadline, Settings, has_time_for
 
@@ -71,22 +73,15 @@ class RecordRetry(Exception):
         self.delay_seconds = delay_seconds
 
 
+@dataclass(frozen=True)
 class _Part:
     """One Hilos call of a message: its contacts, record id, idempotency key and bulk references."""
 
-    def __init__(
-        self,
-        contacts: list[Contact],
-        run_id: UUID,
-        key: str,
-        parent_id: UUID | None,
-        chunk_index: int | None,
-    ) -> None:
-        self.contacts = contacts
-        self.run_id = run_id
-        self.key = key
-        self.parent_id = parent_id
-        self.chunk_index = chunk_index
+    contacts: list[Contact]
+    run_id: UUID
+    key: str
+    parent_id: UUID | None
+    chunk_index: int | None
 
 
 class QueuedRunWorker:
@@ -224,13 +219,13 @@ class QueuedRunWorker:
             record = self._store.get(run_id)
             if record is None:
                 return
-            seen = record.status
-            record.status = RunStatus.FAILED if last else RunStatus.QUEUED
             then = "no more retries; the message goes to the dead-letter queue" if last else "it will be retried"
-            record.last_error = f"{error.message} (attempt {attempt} of {self._settings.max_receive_count}; {then})"
-            record.updated_at = utc_now()
+            waiting = record.changed(
+                status=RunStatus.FAILED if last else RunStatus.QUEUED,
+                last_error=f"{error.message} (attempt {attempt} of {self._settings.max_receive_count}; {then})",
+            )
             # Conditional: another delivery of the same message may have SUBMITTED it since we read it.
-            self._store.replace_if_status(record, seen)
+            self._store.replace_if_status(waiting, record.status)
         except HilosRunnerError:
             logger.exception("could not update the record of a run to retry", extra={"run_id": str(run_id)})
 
@@ -238,20 +233,13 @@ class QueuedRunWorker:
         existing = self._store.get(part.run_id)
         if existing is not None and existing.status is not RunStatus.QUEUED:
             return
-        self._store.put(
-            ExecutionRecord(
-                run_id=part.run_id,
-                flow_id=message.flow_id,
-                source=RunSource.QUEUE,
-                status=RunStatus.REJECTED,
-                num_contacts=len(part.contacts),
-                idempotency_key=part.key,
-                parent_id=part.parent_id,
-                chunk_index=part.chunk_index,
-                attempts=attempt,
-                last_error="the idempotency key was already used with a different flow or body",
-            )
+        reason = "the idempotency key was already used with a different flow or body"
+        noted: dict[str, Any] = {"status": RunStatus.REJECTED, "attempts": attempt, "last_error": reason}
+        chunk_of = (part.parent_id, part.chunk_index)
+        rejected = ExecutionRecord.of_queued_run(
+            part.run_id, message.flow_id, len(part.contacts), part.key, chunk_of, **noted
         )
+        self._store.put(rejected)
 
     def _reject_message(
         self, record: SQSRecord, details: list[dict[str, str]], attempt: int, document: Any
@@ -260,15 +248,10 @@ class QueuedRunWorker:
         flow_id, contacts = _salvage(document)
         problems = "; ".join(f"{detail['field'] or 'body'}: {detail['reason']}" for detail in details)
         run_id = message_run_id(record.message_id)
-        rejected = ExecutionRecord(
-            run_id=run_id,
-            flow_id=flow_id,
-            source=RunSource.QUEUE,
-            status=RunStatus.REJECTED,
-            num_contacts=contacts,
-            idempotency_key=f"sqs-{record.message_id}",
-            attempts=attempt,
-            last_error=f"the message is not a valid QueuedRun: {problems}"[:_MAX_REJECTION_TEXT],
+        reason = f"the message is not a valid QueuedRun: {problems}"[:_MAX_REJECTION_TEXT]
+        key = f"sqs-{record.message_id}"
+        rejected = ExecutionRecord.of_queued_run(
+            run_id, flow_id, contacts, key, status=RunStatus.REJECTED, attempts=attempt, last_error=reason
         )
         self._store.put(rejected)  # if DynamoDB fails, the message comes back: never dropped unrecorded
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)

@@ -22,21 +22,16 @@ nothing; and a run's ``has_priority`` and ``flow_execution_variables``, for a re
 attribute, so no listing ever sees them.
 """
 
-import base64
-import binascii
-import json
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Annotated, Any
-from uuid import UUID, uuid4
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
 
-from pydantic import BaseModel, Field, PlainSerializer, computed_field
-
-from hilos_runner.duplicates import DuplicatesRemoved
+from hilos_runner.cursors import decode_cursor, encode_cursor
 from hilos_runner.errors import DependencyUnavailableError, InvalidRequestError
+from hilos_runner.execution_records import ExecutionRecord, RunPage, RunStatus, iso_utc, utc_now
 
 FLOW_INDEX_NAME = "by-flow"
 SYNC_INDEX_NAME = "sync-pending"
@@ -58,189 +53,18 @@ _BATCH_ATTEMPTS = 5
 _BATCH_BACKOFF_SECONDS = 0.05
 
 
-class RunStatus(StrEnum):
-    QUEUED = "QUEUED"  # accepted, waiting on the queue
-    SENDING = "SENDING"  # a Hilos call is in flight; if it stays here the outcome is unknown
-    SUBMITTED = "SUBMITTED"  # Hilos accepted the run (201)
-    REJECTED = "REJECTED"  # the input is wrong (our validation or Hilos 400): never retried
-    FAILED = "FAILED"  # could not be started (flow not found, token refused, Hilos down)
-    UNKNOWN = "UNKNOWN"  # sent, no answer: may have started; never resent automatically
-    # Set by the status sync from Hilos' execution status:
-    RUNNING = "RUNNING"  # Hilos is running the flow for the contacts (or paused it)
-    COMPLETED = "COMPLETED"  # Hilos finished the execution (terminal)
-    CANCELED = "CANCELED"  # the execution was canceled in Hilos (terminal)
-    # A bulk run's parent record, from its chunks (hilos_runner.bulk):
-    IN_PROGRESS = "IN_PROGRESS"  # some chunk is queued, being sent, or not finished in Hilos
-    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk done; some not started, or contacts failed
-
-    @property
-    def started(self) -> bool:
-        """Hilos accepted the run: it has a Hilos execution."""
-        return self in _STARTED
-
-    @property
-    def finished(self) -> bool:
-        """Terminal in Hilos (a bulk run: every chunk is): the status sync stops fetching it."""
-        return self in _FINISHED
-
-
-_STARTED = frozenset({RunStatus.SUBMITTED, RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.CANCELED})
-_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.COMPLETED_WITH_ERRORS})
-# Hilos' FlowExecutionStatusEnum as our status; anything else (a value Hilos adds later) keeps the
-# record where it is, and the sync keeps looking.
-_STATUS_OF_HILOS = {
-    "PROCESSING": RunStatus.SUBMITTED,
-    "READY": RunStatus.SUBMITTED,
-    "AWAITING_CONFIRMATION": RunStatus.SUBMITTED,
-    "CONFIRMED": RunStatus.SUBMITTED,
-    "STARTING": RunStatus.SUBMITTED,
-    "RUNNING": RunStatus.RUNNING,
-    "PAUSED": RunStatus.RUNNING,
-    "COMPLETED": RunStatus.COMPLETED,
-    "CANCELED": RunStatus.CANCELED,
-}
-
-
-def status_of_hilos(hilos_status: str | None, current: "RunStatus") -> "RunStatus":
-    """Our status for a Hilos execution status; ``current`` when Hilos' is missing or unknown to us."""
-    return _STATUS_OF_HILOS.get(hilos_status or "", current)
-
-
-class Resolution(StrEnum):
-    """What reconciliation made of a run whose answer from Hilos was lost."""
-
-    FOUND = "FOUND"  # Hilos had started it: the record now holds its execution id
-    RESENT = "RESENT"  # Hilos had not started it: sent again, under the same run id
-    NOT_STARTED = "NOT_STARTED"  # Hilos had not started it; not resent (resends off or used up): FAILED
-    AMBIGUOUS = "AMBIGUOUS"  # not decided yet (several candidates, Hilos unreadable): looked at again later
-
-
-# A run that may have reached Hilos without our knowing its execution: reconciliation looks it up.
-_MAYBE_STARTED_UNKNOWN = frozenset({"SENDING", "UNKNOWN"})
-
-
-class RunSource(StrEnum):
-    API = "API"
-    QUEUE = "QUEUE"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso_utc(moment: datetime) -> str:
-    # Fixed width (always microseconds, always Z): the by-flow index sorts these strings, and
-    # "...:15Z" would sort after "...:15.5Z".
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-Timestamp = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str, when_used="json")]
-
-
-class ExecutionCounters(BaseModel):
-    """Hilos' per-contact counters of an execution (FlowExecutionReadDetail)."""
-
-    running: int = 0
-    completed: int = 0
-    failed: int = 0
-    expired: int = 0
-    canceled: int = 0
-
-    def __add__(self, other: "ExecutionCounters") -> "ExecutionCounters":
-        return ExecutionCounters(
-            **{name: getattr(self, name) + getattr(other, name) for name in type(self).model_fields}
-        )
-
-
-class ExecutionRecord(BaseModel):
-    """One run as stored and as shown to callers (the Hilos token is never part of it)."""
-
-    run_id: UUID = Field(default_factory=uuid4)
-    flow_id: UUID
-    source: RunSource
-    status: RunStatus
-    num_contacts: int
-    idempotency_key: str | None = None
-    hilos_execution_id: UUID | None = None
-    hilos_status: str | None = None
-    attempts: int = 0
-    last_error: str | None = None
-    parent_id: UUID | None = None
-    chunk_index: int | None = None
-    num_chunks: int | None = Field(default=None, description="Set on the parent record of a bulk run.")
-    counters: ExecutionCounters | None = Field(default=None, description="Hilos' contact counters, as last synced.")
-    synced_at: Timestamp | None = Field(default=None, description="When Hilos' status was last read.")
-    next_sync_at: Timestamp | None = Field(default=None, description="When the status sync looks at this run next.")
-    sync_error: str | None = Field(default=None, description="Why the last status read failed, if it did.")
-    event_published_at: Timestamp | None = Field(
-        default=None, description="When the completion event of a finished run went to EventBridge."
-    )
-    sent_at: Timestamp | None = Field(default=None, description="When the run was last sent to Hilos.")
-    resends: int = Field(default=0, description="Times reconciliation sent the run again (Hilos had not started it).")
-    resolution: Resolution | None = Field(
-        default=None, description="What reconciliation found for a run whose answer from Hilos was lost."
-    )
-    reconciled_at: Timestamp | None = Field(default=None, description="When reconciliation last looked the run up.")
-    reconcile_attempts: int = Field(default=0, description="How often reconciliation looked the run up in Hilos.")
-    retry_of: UUID | None = Field(
-        default=None, description="The run (or bulk run) whose failed contacts this one was started for."
-    )
-    # Identify the run among Hilos' executions (hilos_runner.matching); kept in the table, never answered.
-    contacts_digest: str | None = Field(default=None, exclude=True)
-    contact_ids: list[str] | None = Field(default=None, exclude=True)
-    duplicates_removed: DuplicatesRemoved | None = Field(
-        default=None, description="Contacts dropped because an earlier one had the same phone (or id)."
-    )
-    created_at: Timestamp = Field(default_factory=utc_now)
-    updated_at: Timestamp = Field(default_factory=utc_now)
-
-    @computed_field(description="Where each contact's outcome is listed (GET, also as CSV).")  # type: ignore[prop-decorator]
-    @property
-    def contacts_url(self) -> str:
-        if self.is_bulk:
-            return f"/bulk-runs/{self.run_id}/contacts"
-        return f"/runs/{self.run_id}/contacts"
-
-    @property
-    def is_bulk(self) -> bool:
-        """The parent record of a bulk run: its status follows its chunks (hilos_runner.bulk)."""
-        return self.num_chunks is not None
-
-    @property
-    def awaits_reconcile(self) -> bool:
-        """Sent to Hilos, and no execution id known: the answer was lost (UNKNOWN), or the writer stopped
-        before recording it (SENDING); or known not started and waiting to be resent (QUEUED, RESENT)."""
-        if self.hilos_execution_id is not None:
-            return False
-        return self.status.value in _MAYBE_STARTED_UNKNOWN or (
-            self.status is RunStatus.QUEUED and self.resolution is Resolution.RESENT
-        )
-
-    @property
-    def awaits_sync(self) -> bool:
-        """The status sync still has work on this record: a lost answer to reconcile, Hilos has not finished
-        it, or its completion event is not yet published."""
-        if self.awaits_reconcile:
-            return True
-        if self.is_bulk:  # followed until every chunk is finished, then announced once
-            return not self.status.finished or self.event_published_at is None
-        if self.hilos_execution_id is None or not self.status.started:
-            return False
-        return not self.status.finished or self.event_published_at is None
-
-
-class RunPage(BaseModel):
-    items: list[ExecutionRecord]
-    next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page.")
-
-
 class ExecutionStore:
     """Small data-access class over the executions table (low-level client: cheaper cold start)."""
 
     def __init__(self, client: Any, table_name: str, ttl_days: int) -> None:
+        # The low-level client's attribute values, marshalled by boto3's own (de)serialiser.
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
         self._client = client
         self._table = table_name
         self._ttl = timedelta(days=ttl_days)
+        self._attribute = TypeSerializer().serialize
+        self._value = TypeDeserializer().deserialize
 
     def put(self, record: ExecutionRecord, *, options: bytes | None = None) -> None:
         """Write ``record``; with ``options`` (a run's has_priority and flow_execution_variables, JSON), those too,
@@ -304,7 +128,7 @@ class ExecutionStore:
         """Write ``record`` only if the stored one is still ``seen`` (same ``updated_at``: every writer
         sets it), so two status syncs of one run, or a sync and the worker, never undo each other's
         work and only one of them moves a run to a terminal state. True if written."""
-        return self._put_if(record, "updated_at = :seen", {}, {":seen": {"S": _iso_utc(seen.updated_at)}})
+        return self._put_if(record, "updated_at = :seen", {}, {":seen": {"S": iso_utc(seen.updated_at)}})
 
     def _put_if(self, record: ExecutionRecord, condition: str, names: dict[str, str], values: dict[str, Any]) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -343,12 +167,12 @@ class ExecutionStore:
 
     def get(self, run_id: UUID) -> ExecutionRecord | None:
         answer = self._call("get_item", TableName=self._table, Key={"run_id": {"S": str(run_id)}}, ConsistentRead=True)
-        return _from_item(answer["Item"]) if "Item" in answer else None
+        return self._record(answer["Item"]) if "Item" in answer else None
 
     def get_many(self, run_ids: Sequence[UUID]) -> dict[UUID, ExecutionRecord]:
         """The records that exist among ``run_ids`` (BatchGetItem, 100 keys per call, consistent reads)."""
         items = self._get_items([str(run_id) for run_id in run_ids])
-        return {UUID(key): _from_item(item) for key, item in items.items()}
+        return {UUID(key): self._record(item) for key, item in items.items()}
 
     def _get_items(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -368,7 +192,8 @@ class ExecutionStore:
         return found
 
     def _item(self, record: ExecutionRecord) -> dict[str, Any]:
-        item = _to_item(record)
+        fields = record.model_dump(mode="json", exclude_none=True, exclude={"contacts_url"})
+        item = {name: self._attribute(value) for name, value in fields.items()}
         item["expires_at"] = {"N": str(int((record.created_at + self._ttl).timestamp()))}
         if record.parent_id is None:
             item["listed_flow_id"] = item["flow_id"]
@@ -378,10 +203,16 @@ class ExecutionStore:
             item["contact_ids"] = {"SS": record.contact_ids}
         if record.awaits_sync:
             item["sync_pending"] = {"S": _SYNC_PENDING.format(shard=record.run_id.int % SYNC_SHARDS)}
-            item["next_sync_at"] = {"S": _iso_utc(record.next_sync_at or record.updated_at)}
+            item["next_sync_at"] = {"S": iso_utc(record.next_sync_at or record.updated_at)}
         else:
             item.pop("next_sync_at", None)
         return item
+
+    def _record(self, item: dict[str, Any]) -> ExecutionRecord:
+        fields = {name: self._value(value) for name, value in item.items() if name in ExecutionRecord.model_fields}
+        if "contact_ids" in fields:  # a string set: in a stable order
+            fields["contact_ids"] = sorted(fields["contact_ids"])
+        return ExecutionRecord.model_validate(fields)
 
     def due_for_sync(self, now: datetime, *, limit: int) -> list[ExecutionRecord]:
         """Up to ``limit`` records the status sync should visit by ``now``, longest overdue first (each shard
@@ -400,12 +231,12 @@ class ExecutionStore:
             "KeyConditionExpression": "sync_pending = :pending AND next_sync_at <= :now",
             "ExpressionAttributeValues": {
                 ":pending": {"S": _SYNC_PENDING.format(shard=shard)},
-                ":now": {"S": _iso_utc(now)},
+                ":now": {"S": iso_utc(now)},
             },
         }
         while len(records) < limit:
             answer = self._call("query", **query, Limit=limit - len(records))
-            records.extend(_from_item(item) for item in answer.get("Items", []))
+            records.extend(self._record(item) for item in answer.get("Items", []))
             if "LastEvaluatedKey" not in answer:
                 break
             query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
@@ -425,7 +256,7 @@ class ExecutionStore:
         answer = self._call("query", **query)
         last_key = answer.get("LastEvaluatedKey")
         return RunPage(
-            items=[_from_item(item) for item in answer.get("Items", [])],
+            items=[self._record(item) for item in answer.get("Items", [])],
             next_cursor=encode_cursor(last_key) if last_key else None,
         )
 
@@ -459,57 +290,6 @@ def _blob_items(key: str, run_id: UUID, data: bytes, expires: datetime) -> list[
         }
         for index, part in enumerate(parts)
     ]
-
-
-# Items are strings, numbers, maps and lists (counters, duplicates_removed): mapping them by hand is a few lines and
-# keeps boto3's resource layer (and its cold-start cost) out of the functions.
-def _to_item(record: ExecutionRecord) -> dict[str, Any]:
-    fields = record.model_dump(mode="json", exclude_none=True, exclude={"contacts_url"})
-    return {name: _attribute(value) for name, value in fields.items()}
-
-
-def _attribute(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {"M": {name: _attribute(inner) for name, inner in value.items()}}
-    if isinstance(value, list):
-        return {"L": [_attribute(inner) for inner in value]}
-    return {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
-
-
-def _plain(attribute: dict[str, Any]) -> Any:
-    kind, value = next(iter(attribute.items()))
-    if kind == "M":
-        return {name: _plain(inner) for name, inner in value.items()}
-    if kind == "L":
-        return [_plain(inner) for inner in value]
-    return sorted(value) if kind == "SS" else value
-
-
-def _from_item(item: dict[str, Any]) -> ExecutionRecord:
-    return ExecutionRecord.model_validate(
-        {name: _plain(value) for name, value in item.items() if name in ExecutionRecord.model_fields}
-    )
-
-
-def encode_cursor(key: dict[str, Any]) -> str:
-    """An opaque cursor for a listing's position (URL-safe base64 of its JSON)."""
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, valid: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-    """The position ``encode_cursor`` wrote into ``cursor``, if ``valid`` says it is one of this listing's (``what``:
-    "this flow", "this run"); anything else (forged, stale, of another listing) is an invalid request."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        accepted = isinstance(key, dict) and valid(key)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        accepted = False
-    if not accepted:
-        raise InvalidRequestError(
-            f"cursor is not valid for {what}",
-            details=[{"field": "query.cursor", "reason": "not a cursor returned by this listing"}],
-        )
-    return dict(key)
 
 
 def _decode_cursor(cursor: str, flow_id: UUID) -> dict[str, Any]:
