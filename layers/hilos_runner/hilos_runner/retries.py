@@ -2,10 +2,10 @@
 
 ``POST /runs/{id}/retries`` takes the run's contacts in the chosen statuses (default FAILED and EXPIRED) as Hilos
 listed them (hilos_runner.contact_outcomes) and starts one new run for exactly those, through the run API's own
-start path (``wiring.start_run``: record first, an Idempotency-Key makes a repeat start nothing more), with the
+start path (``idempotency.start_run``: record first, an Idempotency-Key makes a repeat start nothing more), with the
 original run's ``has_priority`` and ``flow_execution_variables`` (kept beside its record) and ``retry_of`` pointing
 back at it. ``POST /bulk-runs/{id}/retries`` does the same over every chunk of a bulk run and submits a new bulk
-run (``wiring.submit_bulk``). A run that is not finished is refused (its contacts' fate is not known yet), and so
+run (``idempotency.submit_bulk``). A run that is not finished is refused (its contacts' fate is not known yet), and so
 is a retry that would have no contact.
 """
 

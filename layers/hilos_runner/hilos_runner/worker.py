@@ -90,7 +90,7 @@ class QueuedRunWorker:
         settings: Settings,
         store: ExecutionStore,
         queue: QueueSender,
-        start: Callable[[RunCommand], RunResult],  # wiring.start_run: idempotent per key
+        start: Callable[[RunCommand], RunResult],  # idempotency.start_run: idempotent per key
     ) -> None:
         self._settings = settings
         self._store = store
