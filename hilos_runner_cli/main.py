@@ -10,7 +10,7 @@ from typing import TextIO
 from uuid import UUID
 
 from hilos_runner.duplicates import OnDuplicate
-from hilos_runner.runs import IDEMPOTENCY_KEY_PATTERN
+from hilos_runner.models import IDEMPOTENCY_KEY_PATTERN
 from hilos_runner_cli import api_commands, queue_commands, targets
 from hilos_runner_cli.targets import DEFAULT_STACK_FILE, CliError
 

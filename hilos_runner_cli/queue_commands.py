@@ -45,7 +45,7 @@ def schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def enqueue(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hilos_runner.chunking import chunk_messages
-    from hilos_runner.queue import QueueSender
+    from hilos_runner.queue_sender import QueueSender
     from hilos_runner.settings import get_settings
 
     media_type = _MEDIA_TYPES.get(args.file.suffix.lower())

@@ -2,7 +2,8 @@
 
 From a handler to the logic in two named hops: ``functions/*/<handler>.py`` → a service (``runs``, ``bulk``,
 ``worker``, ``sync``, ``retries``, behind ``idempotency`` for keyed work) → data access (``execution_store``,
-``hilos``, ``queue_sender``). Handlers get services from ``factories``.
+``hilos``, ``queue_sender``). Handlers get services from ``factories``. The ``hilos-runner`` CLI is outside the layer
+(``hilos_runner_cli``).
 
 Module map, one line each:
 
@@ -13,7 +14,6 @@ Entry support
 - ``priming``: SnapStart hooks (what a first request builds, before the snapshot; the token after a restore).
 - ``observability``: Powertools Logger, Metrics and Tracer, and log keys per record.
 - ``settings``: the environment, read once into a validated ``Settings``.
-- ``cli``: the ``hilos-runner`` command line (enqueue, schema).
 
 Services (logic)
 - ``runs``: start one run: record (SENDING), call Hilos, record the outcome.
