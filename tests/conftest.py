@@ -1,10 +1,12 @@
-"""Shared fixtures: an isolated fake AWS account, the stack's resources from template.yaml, a fake
-Hilos, and a guard that fails any test whose logs contain the Hilos token."""
+"""Shared fixtures: an isolated fake AWS account, the stack's resources from template.yaml, a function's
+environment on top of it, its runs queue, a fake Hilos, and a guard that fails any test whose logs contain the
+Hilos token."""
 
 import io
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,7 +31,7 @@ for _variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_S
 # later, inside a test that applied a function's environment from template.yaml, it would be named after
 # the stack, and its lines would slip past the guard.
 import hilos_runner.observability  # noqa: E402, F401
-from tests.helpers import TEST_TOKEN, use_function_environment  # noqa: E402
+from tests.helpers import TEST_TOKEN, RunsQueue, use_function_environment  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +64,29 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator["StackResources"]:  # noqa:
         use_function_environment(stack, "RunApiFunction", monkeypatch.setenv)
         yield stack
         factories.reset()
+
+
+@pytest.fixture
+def worker(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The `aws` stack with bulk_worker's environment from template.yaml (Globals + its own variables)."""
+    from hilos_runner import wiring
+
+    use_function_environment(aws, "BulkWorkerFunction", monkeypatch.setenv)
+    yield aws
+    wiring.reset()
+
+
+@pytest.fixture
+def runs_queue(aws: Any) -> RunsQueue:
+    """The stack's runs queue (and its dead-letter queue) in moto."""
+    import boto3
+
+    return RunsQueue(
+        sqs=boto3.client("sqs"),
+        url=aws.physical_ids["RunsQueue"],
+        arn=aws.attributes[("RunsQueue", "Arn")],
+        dlq_url=aws.physical_ids["RunsDeadLetterQueue"],
+    )
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Helpers shared by the tests: constants, request bodies, and calling the handlers."""
 
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -200,3 +201,10 @@ def sync_pass(aws: Any, monkeypatch: Any, **settings: str) -> dict[str, Any]:
         report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
     factories.reset()
     return report
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,11 +1,9 @@
-"""Hilos' own request schema for the tests: the one implementation lives in local/hilos_schema.py (the Hilos
-sandbox of the local stack checks requests with it too); this module re-exports it with a test assertion."""
+"""A test assertion on Hilos' own request schema; the schema and its checks live in local/hilos_schema.py (the
+local stack's Hilos sandbox checks requests with them too)."""
 
 from typing import Any
 
-from local.hilos_schema import HILOS_OPENAPI, hilos_schema, hilos_schemas, run_request_problems
-
-__all__ = ["HILOS_OPENAPI", "assert_matches_hilos_run_request", "hilos_schema", "hilos_schemas"]
+from local.hilos_schema import run_request_problems
 
 
 def assert_matches_hilos_run_request(body: dict[str, Any]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from local.running_stack import RunningStack
 from tests.e2e.conftest import stack_of_tests
-from tests.e2e.local_stack import RunningStack
 
 NOT_RUN = "BROWSER TESTS DID NOT RUN"
 # What headless Chromium needs on this kind of machine (root, no GPU, no network beyond loopback).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
+from local.running_stack import RunningStack, start_stack, stop_stack
 
 # Fast retries locally: the worker's retry delays are capped at 1 s (RetryAfterMaxSeconds), batches are
 # invoked as soon as messages arrive, and a bulk run of a few contacts still makes several chunks. The

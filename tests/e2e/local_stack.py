@@ -1,23 +1,10 @@
-"""The e2e tests' view of the local stack; the implementation is shared with the benchmarks (bench/). Also what
-e2e tests of the status sync share: reading a run's record, waiting for a status, the completion events received."""
+"""What e2e tests share on top of local/running_stack.py (the stack they start, shared with the benchmarks):
+reading a run's record, waiting for a status, the completion events received."""
 
 import json
 from typing import Any
 
-from local.running_stack import REPO_ROOT, RunningStack, port_is_open, start_stack, stop_stack, wait_for
-
-__all__ = [
-    "REPO_ROOT",
-    "WAIT_SECONDS",
-    "CompletionEvents",
-    "RunningStack",
-    "port_is_open",
-    "run_record",
-    "start_stack",
-    "stop_stack",
-    "wait_for",
-    "wait_for_status",
-]
+from local.running_stack import RunningStack, wait_for
 
 WAIT_SECONDS = 40
 

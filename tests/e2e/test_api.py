@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.local_stack import RunningStack
+from local.running_stack import RunningStack
 from tests.helpers import run_body
 
 pytestmark = pytest.mark.e2e

@@ -19,8 +19,9 @@ import pytest
 
 from hilos_runner_cli import main as cli
 from hilos_runner_cli.api_commands import API_TOKEN_VARIABLE
+from local.running_stack import RunningStack, wait_for
 from tests.e2e.conftest import SYNC_STACK_ARGS, stack_of_tests
-from tests.e2e.local_stack import WAIT_SECONDS, CompletionEvents, RunningStack, wait_for, wait_for_status
+from tests.e2e.local_stack import WAIT_SECONDS, CompletionEvents, wait_for_status
 
 pytestmark = pytest.mark.e2e
 

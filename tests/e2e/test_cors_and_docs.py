@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from local.cors import CorsPolicy, cors_policy
+from local.running_stack import RunningStack
 from local.template import StackResources, load_template
-from tests.e2e.local_stack import RunningStack
 from tests.helpers import run_body
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,8 @@ import pytest
 
 from local.functions import Invocation
 from local.poller import SqsPoller
+from local.running_stack import wait_for
 from local.template import SqsEventSource
-from tests.e2e.local_stack import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.local_stack import RunningStack, wait_for
+from local.running_stack import RunningStack, wait_for
 from tests.helpers import contact
 
 pytestmark = pytest.mark.e2e

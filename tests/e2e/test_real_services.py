@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
+from local.running_stack import RunningStack, start_stack, stop_stack
 from tests.helpers import TEST_TOKEN, contact, hilos_execution, run_body
 from tests.hilos_schema import assert_matches_hilos_run_request
 

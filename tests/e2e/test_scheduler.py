@@ -13,9 +13,9 @@ import pytest
 
 from local.events import scheduled_event
 from local.functions import FunctionRuntime, Invocation
+from local.running_stack import wait_for
 from local.scheduler import ScheduleRunner, UnsupportedSchedule, rate_seconds
 from local.template import FunctionSpec, ScheduleSource, StackResources, schedule_sources
-from tests.e2e.local_stack import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import requests
 
+from local.running_stack import RunningStack, wait_for
 from tests.e2e.conftest import SYNC_STACK_ARGS, sandbox_token, stack_of_tests
-from tests.e2e.local_stack import WAIT_SECONDS, CompletionEvents, RunningStack, run_record, wait_for, wait_for_status
+from tests.e2e.local_stack import WAIT_SECONDS, CompletionEvents, run_record, wait_for_status
 
 pytestmark = pytest.mark.e2e
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import requests
 
+from local.running_stack import RunningStack, start_stack, stop_stack, wait_for
 from tests.bad_inputs import CASES, QUEUE_ONLY, BadInput
-from tests.e2e.local_stack import RunningStack, start_stack, stop_stack, wait_for
 from tests.fuzz.budget import FULL_RUN, count, examples
 from tests.helpers import FLOW_ID
 

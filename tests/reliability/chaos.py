@@ -47,8 +47,8 @@ from typing import Any
 
 import requests
 
+from local.running_stack import RunningStack, start_stack, stop_stack
 from local.sandbox_state import contact_list_fingerprint
-from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
 
 FAULT_RATE = 0.3
 FAULT_KINDS = ("500", "503", "429", "slow", "reset", "slow_before", "reset_before")

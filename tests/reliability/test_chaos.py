@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.local_stack import RunningStack, start_stack, stop_stack
+from local.running_stack import RunningStack, start_stack, stop_stack
 from tests.reliability.chaos import (
     FAULT_KINDS,
     STACK_ARGS,

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from local.template import load_template
-from tests.template.test_template import translate
+from tests.template.sam_template import translate
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES
 from local.cors import CorsPolicy, cors_policy
 from local.template import StackResources, http_routes
 from tests.helpers import FLOW_ID, call_run_api, contact, run_body
-from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of, translate
+from tests.template.sam_template import alternatives, as_list, inline_statements, references, resources_of, translate
 
 XRAY_POLICY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"}
 

@@ -7,7 +7,7 @@ import pytest
 
 from local.stack import ConfigurationProblem, check_parameters
 from local.template import StackResources
-from tests.template.test_template import as_list, inline_statements, resources_of
+from tests.template.sam_template import as_list, inline_statements, resources_of
 
 ISSUER = "https://issuer.example.com"
 

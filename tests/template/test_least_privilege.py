@@ -29,7 +29,7 @@ from tests.helpers import (
     run_body,
     use_function_environment,
 )
-from tests.template.test_template import alternatives, as_list, inline_statements, references, resources_of
+from tests.template.sam_template import alternatives, as_list, inline_statements, references, resources_of
 
 # Used by AWS on the function's behalf, not by its code.
 EVENT_SOURCE_MAPPING_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}

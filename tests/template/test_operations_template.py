@@ -2,7 +2,7 @@
 sync-pending index, the scheduled status_sync function and its least-privilege role, the completion
 bus, the Hilos paths, the per-stack service name, the alarms and the operations dashboard.
 
-Uses the translator and helpers of test_template.py (one way to translate the template)."""
+Uses the translator and helpers of sam_template.py (one way to translate the template)."""
 
 import ast
 import json
@@ -24,7 +24,7 @@ from hilos_runner.execution_store import SYNC_INDEX_NAME
 from hilos_runner.settings import Settings
 from local.stack_resources import create_stack_resources
 from local.template import StackResources
-from tests.template.test_template import (
+from tests.template.sam_template import (
     ROOT,
     SAMCONFIG_PATH,
     as_list,

@@ -9,7 +9,7 @@ import pytest
 
 from hilos_runner.settings import Settings
 from local.stack_resources import create_stack_resources
-from tests.template.test_template import as_list, inline_statements, references, resources_of
+from tests.template.sam_template import as_list, inline_statements, references, resources_of
 
 SQS_WORKER_ACTIONS = {
     "sqs:ReceiveMessage",

@@ -5,11 +5,9 @@ the same rules: authenticated routes, least-privilege inline policies, arm64 + c
 recoverable encrypted tables, and samconfig.toml environments that match the template's parameters.
 """
 
-import copy
 import re
 import shlex
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,77 +15,16 @@ import pytest
 
 from hilos_runner.execution_store import FLOW_INDEX_NAME
 from local.template import TEMPLATE_PATH, StackResources, load_template
-
-ROOT = TEMPLATE_PATH.parent
-SAMCONFIG_PATH = ROOT / "samconfig.toml"
-
-
-class _NoManagedPolicies:
-    """samtranslator's managed-policy loader, offline: the template names managed policies by ARN only."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-def translate(template: dict[str, Any], parameter_values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The CloudFormation template SAM would deploy; local CodeUri/ContentUri become S3 URIs as `sam package` does."""
-    from samtranslator.translator.transform import transform
-
-    packaged = copy.deepcopy(template)
-    for resource in packaged["Resources"].values():
-        properties = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
-                properties[key] = f"s3://bucket/{properties[key]}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        return dict(transform(packaged, parameter_values or {}, _NoManagedPolicies()))
-
-
-def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == resource_type}
-
-
-def alternatives(value: Any) -> Iterator[Any]:
-    """Each value a property may take: both branches of every Fn::If."""
-    if isinstance(value, dict) and set(value) == {"Fn::If"}:
-        for branch in value["Fn::If"][1:]:
-            yield from alternatives(branch)
-    else:
-        yield value
-
-
-def references(value: Any) -> set[str]:
-    """Logical ids and parameters a value refers to (Ref, Fn::GetAtt, Fn::Sub), pseudo parameters left out."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        for key, argument in value.items():
-            if key == "Ref":
-                found.add(argument)
-            elif key == "Fn::GetAtt":
-                found.add(argument[0] if isinstance(argument, list) else argument.split(".")[0])
-            elif key == "Fn::Sub":
-                text, variables = (argument, {}) if isinstance(argument, str) else argument
-                names = {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)} - set(variables)
-                found |= names | references(list(variables.values()))
-            else:
-                found |= references(argument)
-    elif isinstance(value, list):
-        for item in value:
-            found |= references(item)
-    return {name for name in found if not name.startswith("AWS::")}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def inline_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for role_name, role in resources_of(template, "AWS::IAM::Role").items():
-        for policy in role["Properties"].get("Policies", []):
-            for statement in as_list(policy["PolicyDocument"]["Statement"]):
-                yield f"{role_name}/{policy['PolicyName']}/{statement.get('Sid', '')}", statement
-
+from tests.template.sam_template import (
+    ROOT,
+    SAMCONFIG_PATH,
+    alternatives,
+    as_list,
+    inline_statements,
+    references,
+    resources_of,
+    translate,
+)
 
 # --- cfn-lint --------------------------------------------------------------------------------------
 

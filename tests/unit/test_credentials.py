@@ -16,7 +16,7 @@ from moto import mock_aws
 
 from hilos_runner.credentials import HilosTokenSource
 from hilos_runner.errors import ConfigurationError, DependencyUnavailableError, HilosRunnerError
-from tests.helpers import TEST_TOKEN
+from tests.helpers import TEST_TOKEN, closed_port
 
 SECRET_NAME = "hilos-runner-test/hilos-token"
 MAX_AGE_SECONDS = 300
@@ -141,8 +141,6 @@ def test_secrets_manager_errors_are_mapped_by_code(secrets: Any, code: str, erro
 
 
 def test_an_unreachable_endpoint_is_a_transient_dependency_failure():
-    from tests.unit.test_hilos_client import closed_port
-
     client = boto3.client(
         "secretsmanager",
         region_name="us-east-1",

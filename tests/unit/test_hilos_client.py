@@ -34,7 +34,7 @@ from hilos_runner.errors import (
 from hilos_runner.hilos import HilosClient, build_session
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.settings import Settings
-from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID, RUN_URL, TEST_TOKEN, hilos_execution, run_body
+from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID, RUN_URL, TEST_TOKEN, closed_port, hilos_execution, run_body
 
 FRESH_TOKEN = "hilos-fresh-token-0a9b8c7d"
 
@@ -356,13 +356,6 @@ def test_the_session_retries_a_post_only_on_connection_failures_and_a_get_also_o
     assert not retry.is_retry("POST", 503)
     assert retry.is_retry("GET", 503)
     assert not retry.is_retry("GET", 429)  # Hilos asked us to slow down: the status sync stops its pass
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_refused_connection_is_retried_by_the_adapter_then_unavailable(monkeypatch: pytest.MonkeyPatch):

@@ -12,8 +12,9 @@ import yaml
 from pydantic import ValidationError
 
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES, Contact, FlowExecution, FlowRunRequest
+from local.hilos_schema import HILOS_OPENAPI
 from tests.helpers import hilos_execution
-from tests.hilos_schema import HILOS_OPENAPI, assert_matches_hilos_run_request
+from tests.hilos_schema import assert_matches_hilos_run_request
 
 PHONE = "+5215512345678"
 CONTACT_ID = "3f1d2c4b-5a69-4e7d-8c2b-1a0f9e8d7c6b"
