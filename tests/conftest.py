@@ -90,12 +90,14 @@ def runs_queue(aws: Any) -> RunsQueue:
 
 
 @pytest.fixture
-def hilos() -> Iterator["responses.RequestsMock"]:  # noqa: F821
-    """A fake Hilos for the `requests` session (no network)."""
+def hilos() -> Iterator["FakeHilos"]:  # noqa: F821
+    """The fake Hilos (tests/fake_hilos.py) on the `requests` session: no network."""
     import responses
 
+    from tests.fake_hilos import FakeHilos
+
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
+        yield FakeHilos(mock)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

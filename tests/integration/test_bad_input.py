@@ -15,20 +15,18 @@ import uuid
 from typing import Any
 
 import pytest
-import responses
 
 from local.events import LocalLambdaContext, http_api_event, sqs_record
 from tests.bad_inputs import CASES, PHONE, QUEUE_ONLY, BadInput
+from tests.fake_hilos import FakeHilos
 from tests.helpers import (
     FLOW_ID,
-    RUN_URL,
     ApiAnswer,
     RunsQueue,
     call_bulk_worker,
     call_run_api,
     deliver,
     failed_ids,
-    hilos_execution,
     use_function_environment,
 )
 
@@ -69,7 +67,7 @@ def stored_runs() -> list[Any]:
 def test_the_api_answers_a_clear_4xx_and_starts_nothing(
     case: BadInput,
     route: str,
-    hilos: responses.RequestsMock,
+    hilos: FakeHilos,
     logs_never_show_the_token: io.StringIO,
     runs_queue: RunsQueue,
 ):
@@ -89,7 +87,7 @@ def test_the_api_answers_a_clear_4xx_and_starts_nothing(
 @pytest.mark.usefixtures("worker")
 @pytest.mark.parametrize(("name", "message", "field"), QUEUE_CASES, ids=[name for name, _, _ in QUEUE_CASES])
 def test_a_queued_message_is_recorded_rejected_and_acknowledged_at_once(
-    name: str, message: str, field: str, hilos: responses.RequestsMock, logs_never_show_the_token: io.StringIO
+    name: str, message: str, field: str, hilos: FakeHilos, logs_never_show_the_token: io.StringIO
 ):
     record = sqs_record(message, receive_count=1)
 
@@ -105,7 +103,7 @@ def test_a_queued_message_is_recorded_rejected_and_acknowledged_at_once(
 
 
 def test_every_bad_message_on_a_real_queue_is_gone_after_one_delivery(
-    aws: Any, runs_queue: RunsQueue, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+    aws: Any, runs_queue: RunsQueue, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     sent = [
         runs_queue.sqs.send_message(QueueUrl=runs_queue.url, MessageBody=text)["MessageId"]
@@ -128,17 +126,9 @@ def test_every_bad_message_on_a_real_queue_is_gone_after_one_delivery(
 # --- duplicates ------------------------------------------------------------------------------------------------
 
 
-def created(request: Any) -> tuple[int, dict[str, str], str]:
-    contacts = json.loads(request.body)["contact_list"]
-    return 201, {}, json.dumps(hilos_execution(num_contacts=len(contacts)))
-
-
 @pytest.mark.usefixtures("aws")
 class TestDuplicates:
-    def test_the_same_phone_1000_times_reaches_hilos_once_and_the_answer_and_record_say_so(
-        self, hilos: responses.RequestsMock
-    ):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_the_same_phone_1000_times_reaches_hilos_once_and_the_answer_and_record_say_so(self, hilos: FakeHilos):
         spellings = [PHONE, "+52 1 55 1234 5678", "+52 (1) 55-1234-5678"]
         body = {"contact_list": [{"phone": spellings[i % 3], "first_name": f"n{i}"} for i in range(1000)]}
 
@@ -158,7 +148,7 @@ class TestDuplicates:
         assert len(record["duplicates_removed"]["rows"]) == 100
         assert PHONE not in json.dumps(record["duplicates_removed"])
 
-    def test_reject_lists_every_repeat(self, hilos: responses.RequestsMock):
+    def test_reject_lists_every_repeat(self, hilos: FakeHilos):
         body = {"contact_list": [{"phone": PHONE}, {"phone": "+5215500000001"}, {"phone": PHONE}, {"phone": PHONE}]}
 
         answer = call_run_api("POST", PATHS["runs"], body, query={"on_duplicate": "reject"})
@@ -183,8 +173,7 @@ class TestDuplicates:
         assert parent["duplicates_removed"]["count"] == 200
 
     @pytest.mark.usefixtures("worker")
-    def test_a_queued_message_drops_repeats_and_its_record_says_so(self, hilos: responses.RequestsMock):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_a_queued_message_drops_repeats_and_its_record_says_so(self, hilos: FakeHilos):
         message = {"flow_id": FLOW_ID, "contact_list": [{"phone": PHONE}, {"phone": "+52 1 55 1234 5678"}]}
 
         assert failed_ids(call_bulk_worker([sqs_record(message)])) == []
@@ -204,7 +193,7 @@ class TestDuplicates:
 
 @pytest.mark.usefixtures("aws")
 class TestDryRun:
-    def test_a_run_dry_run_answers_what_would_be_sent_and_sends_nothing(self, hilos: responses.RequestsMock):
+    def test_a_run_dry_run_answers_what_would_be_sent_and_sends_nothing(self, hilos: FakeHilos):
         body = {"contact_list": [{"phone": PHONE}, {"phone": "+52 1 55 1234 5678"}, {"phone": "+5215500000001"}]}
 
         answer = call_run_api("POST", PATHS["runs"], body, query={"dry_run": "true"})
@@ -241,7 +230,7 @@ class TestDryRun:
         assert runs_queue.take_bodies() == []
         assert stored_runs() == []
 
-    def test_a_dry_run_of_bad_input_is_the_same_422(self, hilos: responses.RequestsMock):
+    def test_a_dry_run_of_bad_input_is_the_same_422(self, hilos: FakeHilos):
         answer = call_run_api("POST", PATHS["runs"], {"contact_list": [{"phone": "abc"}]}, query={"dry_run": "true"})
 
         assert answer.status == 422
@@ -249,11 +238,10 @@ class TestDryRun:
 
 
 @pytest.mark.usefixtures("aws")
-def test_the_size_limit_is_on_the_decoded_body_not_its_base64(hilos: responses.RequestsMock):
+def test_the_size_limit_is_on_the_decoded_body_not_its_base64(hilos: FakeHilos):
     from hilos_runner.settings import get_settings
 
     limit = get_settings().max_body_bytes
-    hilos.add_callback(responses.POST, RUN_URL, callback=created)
     body = json.dumps({"contact_list": [{"phone": PHONE}], "flow_execution_variables": {"p": "x" * (limit - 200)}})
     fits = BadInput("fits", body, 201, "", "", base64=True)  # its base64 is ~4/3 of the limit
     too_large = BadInput("too large", body + " " * 300, 413, "body_too_large", "body", base64=True)

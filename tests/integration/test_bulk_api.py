@@ -8,12 +8,11 @@ import uuid
 from typing import Any
 
 import pytest
-import responses
 
+from tests.fake_hilos import FakeHilos, reply
 from tests.helpers import (
     FLOW_ID,
     HILOS_EXECUTION_ID,
-    RUN_URL,
     RunsQueue,
     call_run_api,
     contact,
@@ -303,10 +302,10 @@ class TestQueueFailures:
         self,
         runs_queue: RunsQueue,
         monkeypatch: pytest.MonkeyPatch,
-        hilos: responses.RequestsMock,
+        hilos: FakeHilos,
         aws: Any,
     ):
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+        hilos.answer_runs(reply(201, hilos_execution()))
         headers = {"Idempotency-Key": "campaign-9"}
         body = {"contact_list": contacts(600)}
         with monkeypatch.context() as patch:
@@ -334,7 +333,7 @@ class TestQueueFailures:
 
 class TestProgress:
     def test_progress_follows_the_worker_chunk_by_chunk(
-        self, runs_queue: RunsQueue, hilos: responses.RequestsMock, aws: Any, monkeypatch: pytest.MonkeyPatch
+        self, runs_queue: RunsQueue, hilos: FakeHilos, aws: Any, monkeypatch: pytest.MonkeyPatch
     ):
         def by_chunk(request: Any) -> tuple[int, dict[str, str], str]:
             sent = json.loads(request.body)["contact_list"]
@@ -342,7 +341,7 @@ class TestProgress:
                 return 400, {}, json.dumps({"contact_list": [{"phone": ["Enter a valid phone."]}]})
             return 201, {}, json.dumps(hilos_execution(num_contacts=len(sent)))
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=by_chunk)
+        hilos.answer_runs(by_chunk)
         bulk_id = call_run_api("POST", BULK_PATH, {"contact_list": contacts(600)}).body["id"]
 
         assert drain(runs_queue, aws, monkeypatch) == 3
@@ -359,9 +358,9 @@ class TestProgress:
         ]
         assert "Enter a valid phone." in progress["chunks"][2]["last_error"]
 
-    def test_unknown_bulk_runs_and_plain_runs_are_404(self, hilos: responses.RequestsMock):
+    def test_unknown_bulk_runs_and_plain_runs_are_404(self, hilos: FakeHilos):
         assert call_run_api("GET", f"/bulk-runs/{uuid.uuid4()}").status == 404
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+        hilos.answer_runs(reply(201, hilos_execution()))
         run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body()).body["run"]["run_id"]
         assert call_run_api("GET", f"/bulk-runs/{run_id}").status == 404
 

@@ -4,30 +4,25 @@
 import json
 import threading
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
-import responses
 
 from local.events import LocalLambdaContext, sqs_record
+from tests.fake_hilos import USUAL, Answer, FakeHilos, by_first_phone, reply
 from tests.helpers import (
     FLOW_ID,
-    HILOS_EXECUTION_ID,
-    RUN_URL,
     WORKER_TIMEOUT_SECONDS,
     RunsQueue,
     call_bulk_worker,
     contact,
     deliver,
     failed_ids,
-    hilos_execution,
     queued_run,
 )
 
 pytestmark = pytest.mark.usefixtures("worker")
-Reply = tuple[int, dict[str, str], str]
 
 
 def record_of(run_id: str | uuid.UUID) -> dict[str, Any] | None:
@@ -44,22 +39,8 @@ def message_run_id(message_id: str, part: int | None = None) -> uuid.UUID:
     return message_run_id(message_id, part)
 
 
-def created(request: Any) -> Reply:
-    contacts = json.loads(request.body)["contact_list"]
-    return 201, {}, json.dumps(hilos_execution(num_contacts=len(contacts)))
-
-
-def by_first_phone(replies: dict[str, Callable[[Any], Reply]]) -> Callable[[Any], Reply]:
-    """A Hilos that answers according to the first contact's phone (one phone per test record)."""
-
-    def answer(request: Any) -> Reply:
-        return replies[json.loads(request.body)["contact_list"][0]["phone"]](request)
-
-    return answer
-
-
-def status(code: int, headers: dict[str, str] | None = None) -> Callable[[Any], Reply]:
-    return lambda _request: (code, headers or {}, json.dumps({"detail": f"HTTP {code}"}))
+def status(code: int, headers: dict[str, str] | None = None) -> Answer:
+    return reply(code, {"detail": f"HTTP {code}"}, headers=headers)
 
 
 def one_contact_run(phone: str, **overrides: Any) -> dict[str, Any]:
@@ -78,19 +59,17 @@ def visibility_changes() -> list[dict[str, Any]]:
 
 
 class TestPartialBatchResponse:
-    def test_a_batch_of_six_with_two_transient_failures_reports_exactly_those_two(self, hilos: responses.RequestsMock):
-        hilos.add_callback(
-            responses.POST,
-            RUN_URL,
-            callback=by_first_phone(
+    def test_a_batch_of_six_with_two_transient_failures_reports_exactly_those_two(self, hilos: FakeHilos):
+        hilos.answer_runs(
+            by_first_phone(
                 {
-                    "+5210000000001": created,
-                    "+5210000000002": created,
+                    "+5210000000001": USUAL,
+                    "+5210000000002": USUAL,
                     "+5210000000003": status(400),
                     "+5210000000004": status(503),
                     "+5210000000005": status(500),
                 }
-            ),
+            )
         )
         records = [sqs_record(one_contact_run(f"+521000000000{n}")) for n in range(1, 6)]
         records.append(sqs_record('{"flow_id": "not json'))
@@ -102,10 +81,8 @@ class TestPartialBatchResponse:
         assert statuses == ["SUBMITTED", "SUBMITTED", "REJECTED", "QUEUED", "QUEUED", "REJECTED"]
         assert len(hilos.calls) == 5
 
-    def test_when_every_record_fails_all_are_reported_and_the_invocation_does_not_error(
-        self, hilos: responses.RequestsMock
-    ):
-        hilos.post(RUN_URL, status=503)
+    def test_when_every_record_fails_all_are_reported_and_the_invocation_does_not_error(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(503))
         records = [sqs_record(queued_run()) for _ in range(3)]
 
         answer = call_bulk_worker(records)
@@ -113,7 +90,7 @@ class TestPartialBatchResponse:
         assert sorted(failed_ids(answer)) == sorted(r["messageId"] for r in records)
 
     def test_records_of_a_batch_are_processed_concurrently_within_the_bound(
-        self, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+        self, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
     ):
         from hilos_runner import factories
 
@@ -124,16 +101,15 @@ class TestPartialBatchResponse:
         lock = threading.Lock()
         in_flight, most = [0], [0]
 
-        def overlapping(request: Any) -> Reply:
+        def overlapping(_request: Any) -> None:
             with lock:
                 in_flight[0] += 1
                 most[0] = max(most[0], in_flight[0])
             barrier.wait()
             with lock:
                 in_flight[0] -= 1
-            return created(request)
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=overlapping)
+        hilos.answer_runs(overlapping)
 
         answer = call_bulk_worker([sqs_record(queued_run()) for _ in range(4)])
 
@@ -143,8 +119,7 @@ class TestPartialBatchResponse:
 
 
 class TestExactlyOnce:
-    def test_the_same_message_delivered_twice_starts_hilos_once(self, hilos: responses.RequestsMock):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_the_same_message_delivered_twice_starts_hilos_once(self, hilos: FakeHilos):
         first = sqs_record(queued_run(2))
         again = {**first, "attributes": {**first["attributes"], "ApproximateReceiveCount": "2"}}
 
@@ -155,18 +130,17 @@ class TestExactlyOnce:
         record = record_of(message_run_id(first["messageId"]))
         assert record is not None
         assert record["status"] == "SUBMITTED"
-        assert record["hilos_execution_id"] == HILOS_EXECUTION_ID
+        assert record["hilos_execution_id"] == hilos.created[0]["id"]
         assert record["source"] == "QUEUE"
 
-    def test_the_same_message_in_two_invocations_at_once_starts_hilos_once(self, hilos: responses.RequestsMock):
+    def test_the_same_message_in_two_invocations_at_once_starts_hilos_once(self, hilos: FakeHilos):
         in_hilos, release = threading.Event(), threading.Event()
 
-        def slow(request: Any) -> Reply:
+        def slow(_request: Any) -> None:
             in_hilos.set()
             assert release.wait(timeout=10), "the test never released the first call"
-            return created(request)
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=slow)
+        hilos.answer_runs(slow)
         record = sqs_record(queued_run())
         answers: dict[str, dict[str, Any]] = {}
         first = threading.Thread(target=lambda: answers.update(first=call_bulk_worker([record])))
@@ -184,8 +158,7 @@ class TestExactlyOnce:
         assert call_bulk_worker([record]) == {"batchItemFailures": []}  # the redelivery gets the stored result
         assert len(hilos.calls) == 1
 
-    def test_the_producers_idempotency_key_spans_messages(self, hilos: responses.RequestsMock):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_the_producers_idempotency_key_spans_messages(self, hilos: FakeHilos):
         body = queued_run(idempotency_key="crm-export-42")
 
         call_bulk_worker([sqs_record(body)])
@@ -193,8 +166,7 @@ class TestExactlyOnce:
 
         assert len(hilos.calls) == 1
 
-    def test_a_key_reused_with_another_body_is_recorded_rejected_and_acknowledged(self, hilos: responses.RequestsMock):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_a_key_reused_with_another_body_is_recorded_rejected_and_acknowledged(self, hilos: FakeHilos):
         call_bulk_worker([sqs_record(queued_run(1, idempotency_key="crm-export-43"))])
         reused = sqs_record(queued_run(2, idempotency_key="crm-export-43"))
 
@@ -207,15 +179,8 @@ class TestExactlyOnce:
         assert record["status"] == "REJECTED"
         assert "idempotency key" in record["last_error"]
 
-    def test_a_large_message_is_split_and_a_redelivery_resumes_after_the_calls_made(
-        self, hilos: responses.RequestsMock
-    ):
-        replies = iter([created, status(503), created, created])
-
-        def scripted(request: Any) -> Reply:
-            return next(replies)(request)
-
-        hilos.add_callback(responses.POST, RUN_URL, callback=scripted)
+    def test_a_large_message_is_split_and_a_redelivery_resumes_after_the_calls_made(self, hilos: FakeHilos):
+        hilos.answer_runs(USUAL, status(503), USUAL)
         record = sqs_record(queued_run(600))  # 250 + 250 + 100 at the default chunk size
 
         first = call_bulk_worker([record])
@@ -238,11 +203,10 @@ class TestExactlyOnce:
         ]
         assert parts[1]["attempts"] == 2  # type: ignore[index]
 
-    def test_a_run_left_in_sending_by_a_crashed_attempt_is_not_resent(self, hilos: responses.RequestsMock):
-        from hilos_runner import factories
-        from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
+    def test_a_run_left_in_sending_by_a_crashed_attempt_is_not_resent(self, hilos: FakeHilos):
+        from hilos_runner import wiring
+        from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
         record = sqs_record(queued_run())
         run_id = message_run_id(record["messageId"])
         # What an attempt that died between sending and recording Hilos' answer leaves behind.
@@ -262,9 +226,9 @@ class TestExactlyOnce:
 class TestOutcomes:
     @pytest.mark.parametrize(("hilos_status", "record_status"), [(400, "REJECTED"), (404, "FAILED")])
     def test_permanent_errors_are_recorded_acknowledged_and_not_retried(
-        self, hilos: responses.RequestsMock, hilos_status: int, record_status: str
+        self, hilos: FakeHilos, hilos_status: int, record_status: str
     ):
-        hilos.post(RUN_URL, status=hilos_status, json={"contact_list": [{"phone": ["Enter a valid phone."]}]})
+        hilos.answer_runs(reply(hilos_status, {"contact_list": [{"phone": ["Enter a valid phone."]}]}))
         changes = visibility_changes()
         record = sqs_record(queued_run())
 
@@ -279,9 +243,9 @@ class TestOutcomes:
         assert f"HTTP {hilos_status}" in stored["last_error"]
 
     def test_a_read_timeout_is_unknown_acknowledged_counted_and_never_resent(
-        self, hilos: responses.RequestsMock, capsys: pytest.CaptureFixture[str]
+        self, hilos: FakeHilos, capsys: pytest.CaptureFixture[str]
     ):
-        hilos.post(RUN_URL, body=requests.ReadTimeout("slow"))
+        hilos.answer_runs(requests.ReadTimeout("slow"))
         record = sqs_record(queued_run())
 
         first = call_bulk_worker([record])
@@ -303,7 +267,7 @@ class TestOutcomes:
         ],
     )
     def test_an_invalid_message_is_recorded_rejected_with_the_reason_and_acknowledged(
-        self, hilos: responses.RequestsMock, body: str
+        self, hilos: FakeHilos, body: str
     ):
         record = sqs_record(body)
 
@@ -319,8 +283,8 @@ class TestOutcomes:
         readable_flow = FLOW_ID in body
         assert stored["flow_id"] == (FLOW_ID if readable_flow else "00000000-0000-0000-0000-000000000000")
 
-    def test_a_refused_token_fails_the_record_and_waits_the_longest_delay(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, status=401, json={"detail": "Invalid token."})
+    def test_a_refused_token_fails_the_record_and_waits_the_longest_delay(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(401, {"detail": "Invalid token."}))
         changes = visibility_changes()
         record = sqs_record(queued_run())
 
@@ -339,15 +303,15 @@ class TestRetries:
     @pytest.mark.parametrize(
         ("hilos_answer", "visibility"),
         [
-            ({"status": 429, "headers": {"Retry-After": "17"}}, 17),
-            ({"status": 503, "headers": {"Retry-After": "86400"}}, 300),  # capped by RETRY_AFTER_MAX_SECONDS
-            ({"status": 503}, 10),  # no hint: RETRY_BASE_DELAY_SECONDS for a first attempt
+            (reply(429, headers={"Retry-After": "17"}), 17),
+            (reply(503, headers={"Retry-After": "86400"}), 300),  # capped by RETRY_AFTER_MAX_SECONDS
+            (reply(503), 10),  # no hint: RETRY_BASE_DELAY_SECONDS for a first attempt
         ],
     )
     def test_retry_after_sets_the_messages_visibility_capped(
-        self, hilos: responses.RequestsMock, runs_queue: RunsQueue, hilos_answer: dict, visibility: int
+        self, hilos: FakeHilos, runs_queue: RunsQueue, hilos_answer: Answer, visibility: int
     ):
-        hilos.post(RUN_URL, **hilos_answer)
+        hilos.answer_runs(hilos_answer)
         runs_queue.sqs.send_message(QueueUrl=runs_queue.url, MessageBody=json.dumps(queued_run()))
         changes = visibility_changes()
 
@@ -358,8 +322,8 @@ class TestRetries:
         # moto accepted the receipt handle: the message stays hidden for that long.
         assert runs_queue.sqs.receive_message(QueueUrl=runs_queue.url).get("Messages", []) == []
 
-    def test_the_backoff_doubles_with_each_delivery(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, status=503)
+    def test_the_backoff_doubles_with_each_delivery(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(503))
         changes = visibility_changes()
         record = sqs_record(queued_run())
 
@@ -371,9 +335,9 @@ class TestRetries:
         assert [c["VisibilityTimeout"] for c in changes] == [10, 20, 40, 80, 160, 300]
 
     def test_transient_failures_are_retried_then_end_in_the_dead_letter_queue(
-        self, hilos: responses.RequestsMock, runs_queue: RunsQueue
+        self, hilos: FakeHilos, runs_queue: RunsQueue
     ):
-        hilos.post(RUN_URL, status=503)
+        hilos.answer_runs(reply(503))
         sqs, queue_url = runs_queue.sqs, runs_queue.url
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(queued_run()))
 
@@ -403,10 +367,7 @@ class TestRetries:
 
 
 class TestTimeGuard:
-    def test_no_hilos_call_starts_when_the_invocation_has_less_time_than_a_call_needs(
-        self, hilos: responses.RequestsMock
-    ):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_no_hilos_call_starts_when_the_invocation_has_less_time_than_a_call_needs(self, hilos: FakeHilos):
         changes = visibility_changes()
         records = [sqs_record(queued_run()) for _ in range(3)]
 
@@ -418,8 +379,7 @@ class TestTimeGuard:
         assert [c["VisibilityTimeout"] for c in changes] == [0, 0, 0]  # back at once, for a fresh invocation
         assert all(record_of(message_run_id(r["messageId"])) is None for r in records)
 
-    def test_a_split_message_stops_between_calls_when_time_runs_out_and_resumes(self, hilos: responses.RequestsMock):
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
+    def test_a_split_message_stops_between_calls_when_time_runs_out_and_resumes(self, hilos: FakeHilos):
         record = sqs_record(queued_run(600))
 
         class RunningOut(LocalLambdaContext):
@@ -440,12 +400,11 @@ class TestTimeGuard:
 
 
 class TestBulkChunks:
-    def test_a_chunk_queued_by_the_api_updates_its_own_record(self, hilos: responses.RequestsMock):
-        from hilos_runner import factories
+    def test_a_chunk_queued_by_the_api_updates_its_own_record(self, hilos: FakeHilos):
+        from hilos_runner import wiring
         from hilos_runner.chunking import chunk_run_id
         from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
         bulk_id = uuid.uuid4()
         run_id = chunk_run_id(bulk_id, 3)
         queued = ExecutionRecord(
@@ -468,17 +427,16 @@ class TestBulkChunks:
         assert stored is not None
         assert (stored["status"], stored["parent_id"], stored["chunk_index"]) == ("SUBMITTED", str(bulk_id), 3)
         assert stored["created_at"] == queued.model_dump(mode="json")["created_at"]
-        assert stored["hilos_execution_id"] == HILOS_EXECUTION_ID
+        assert stored["hilos_execution_id"] == hilos.created[0]["id"]
 
 
 class TestSampleEvents:
     @pytest.mark.parametrize(("name", "rejected"), [("sqs-good-batch.json", 0), ("sqs-batch-with-bad-message.json", 1)])
-    def test_sample_events_do_what_their_names_say(self, hilos: responses.RequestsMock, name: str, rejected: int):
+    def test_sample_events_do_what_their_names_say(self, hilos: FakeHilos, name: str, rejected: int):
         from pathlib import Path
 
         import bulk_worker
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=created)
         event = json.loads((Path(__file__).resolve().parents[2] / "events" / name).read_text())
         context = LocalLambdaContext(function_name="bulk-worker", timeout_seconds=WORKER_TIMEOUT_SECONDS)
 

@@ -1,4 +1,4 @@
-"""Contact outcomes and retries in-process: run_api starts runs (and bulk runs, which bulk_worker sends), a fake
+"""Contact outcomes and retries in-process: run_api starts runs (and bulk runs, which bulk_worker sends), the fake
 Hilos finishes them with failing and expiring contacts (phones ending in 7 and 9), status_sync's passes follow
 them, and the API lists who did not get the flow and why (JSON and CSV) and starts one run for exactly those.
 """
@@ -9,17 +9,11 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-import responses
 
 from tests.fake_hilos import REASONS, FakeHilos
 from tests.helpers import FLOW_ID, RunsQueue, call_run_api, drain, run_body, sync_pass
 
 CSV = {"Accept": "text/csv"}
-
-
-@pytest.fixture
-def fake(aws: Any, hilos: responses.RequestsMock) -> FakeHilos:
-    return FakeHilos(hilos)
 
 
 def phones(count: int) -> list[str]:
@@ -30,10 +24,10 @@ def failed_or_expired(numbers: list[str]) -> list[str]:
     return [phone for phone in numbers if phone[-1] in "79"]
 
 
-def finished_run(aws: Any, fake: FakeHilos, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]) -> str:
+def finished_run(aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]) -> str:
     created = call_run_api("POST", f"/flows/{FLOW_ID}/runs", body)
     assert created.status == 201, created.body
-    fake.finish()
+    hilos.finish()
     sync_pass(aws, monkeypatch)
     run_id: str = created.body["run"]["run_id"]
     assert call_run_api("GET", f"/runs/{run_id}").body["status"] == "COMPLETED"
@@ -54,10 +48,10 @@ def all_pages(path: str, **query: str) -> list[dict[str, Any]]:
 
 
 def test_a_finished_run_lists_exactly_its_failed_and_expired_contacts_with_reasons_then_costs_hilos_nothing(
-    aws: Any, fake: FakeHilos, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     numbers = phones(250)  # three of Hilos' pages of 100
-    run_id = finished_run(aws, fake, monkeypatch, run_body(250))
+    run_id = finished_run(aws, hilos, monkeypatch, run_body(250))
     record = call_run_api("GET", f"/runs/{run_id}").body
     assert record["contacts_url"] == f"/runs/{run_id}/contacts"
 
@@ -69,25 +63,25 @@ def test_a_finished_run_lists_exactly_its_failed_and_expired_contacts_with_reaso
     for item in answer.body["items"]:
         expected = "FAILED" if item["phone"].endswith("7") else "EXPIRED"
         assert (item["status"], item["reason"], item["first_name"]) == (expected, REASONS[expected], "Ana")
-    assert fake.list_reads["contacts"] == 3
+    assert hilos.list_reads["contacts"] == 3
     everyone = all_pages(record["contacts_url"], limit="40")
     assert [item["phone"] for item in everyone] == numbers
-    assert fake.list_reads["contacts"] == 3  # kept after the first full read: Hilos is not asked again
+    assert hilos.list_reads["contacts"] == 3  # kept after the first full read: Hilos is not asked again
 
     failed = all_pages(record["contacts_url"], status="failed", limit="7")
     assert [item["phone"] for item in failed] == [phone for phone in numbers if phone.endswith("7")]
-    assert fake.list_reads["contacts"] == 3
+    assert hilos.list_reads["contacts"] == 3
 
 
 def test_a_page_stops_before_it_would_outgrow_a_lambda_answer(
-    aws: Any, fake: FakeHilos, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     from hilos_runner import contact_outcomes
 
     body = run_body(12)
     for contact in body["contact_list"]:
         contact["meta"] = {"note": "x" * 500}
-    run_id = finished_run(aws, fake, monkeypatch, body)
+    run_id = finished_run(aws, hilos, monkeypatch, body)
     monkeypatch.setattr(contact_outcomes, "MAX_PAGE_BYTES", 2_000)  # about three contacts
 
     first = call_run_api("GET", f"/runs/{run_id}/contacts", query={"limit": "1000"}).body
@@ -98,11 +92,11 @@ def test_a_page_stops_before_it_would_outgrow_a_lambda_answer(
 
 
 def test_as_csv_the_contacts_are_a_file_the_bulk_api_takes_back_as_it_is(
-    aws: Any, fake: FakeHilos, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     body = run_body(20)
     body["contact_list"][7].update(last_name="López, Jr.", email="ana@example.com", meta={"plan": "gold"})
-    run_id = finished_run(aws, fake, monkeypatch, body)
+    run_id = finished_run(aws, hilos, monkeypatch, body)
 
     answer = call_run_api("GET", f"/runs/{run_id}/contacts", headers=CSV, query={"status": "FAILED,EXPIRED"})
 
@@ -123,20 +117,20 @@ def test_as_csv_the_contacts_are_a_file_the_bulk_api_takes_back_as_it_is(
     assert resubmitted.body["num_contacts"] == len(rows)
 
 
-def test_a_run_still_going_is_read_from_hilos_each_time_and_not_kept(aws: Any, fake: FakeHilos):
+def test_a_run_still_going_is_read_from_hilos_each_time_and_not_kept(aws: Any, hilos: FakeHilos):
     run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(3)).body["run"]["run_id"]
 
     for expected_reads in (1, 2):
         answer = call_run_api("GET", f"/runs/{run_id}/contacts")
         assert [item["status"] for item in answer.body["items"]] == ["READY"] * 3
-        assert fake.list_reads["contacts"] == expected_reads
+        assert hilos.list_reads["contacts"] == expected_reads
 
 
 @pytest.mark.parametrize(
     ("query", "field"),
     [({"status": "LOST"}, "query.status"), ({"cursor": "bm90LWEtY3Vyc29y"}, "query.cursor"), ({"limit": "0"}, None)],
 )
-def test_a_bad_filter_or_cursor_is_422_naming_it(aws: Any, fake: FakeHilos, query: dict[str, str], field: str | None):
+def test_a_bad_filter_or_cursor_is_422_naming_it(aws: Any, hilos: FakeHilos, query: dict[str, str], field: str | None):
     run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]
     answer = call_run_api("GET", f"/runs/{run_id}/contacts", query=query)
     assert answer.status == 422
@@ -144,40 +138,40 @@ def test_a_bad_filter_or_cursor_is_422_naming_it(aws: Any, fake: FakeHilos, quer
 
 
 def test_a_retry_starts_one_run_for_exactly_the_failed_and_expired_contacts_and_a_repeat_starts_nothing_more(
-    aws: Any, fake: FakeHilos, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     body = run_body(20, has_priority=True, flow_execution_variables={"campaign": "spring"})
-    run_id = finished_run(aws, fake, monkeypatch, body)
-    calls_before = fake.run_calls
+    run_id = finished_run(aws, hilos, monkeypatch, body)
+    calls_before = hilos.run_calls
 
     retried = call_run_api("POST", f"/runs/{run_id}/retries", headers={"Idempotency-Key": "retry-1"})
 
     assert retried.status == 201, retried.body
     assert retried.body["run"]["retry_of"] == run_id
     assert retried.body["run"]["num_contacts"] == 4
-    assert fake.run_calls == calls_before + 1
-    sent = fake.run_bodies[-1]
+    assert hilos.run_calls == calls_before + 1
+    sent = hilos.run_bodies[-1]
     assert [contact["phone"] for contact in sent["contact_list"]] == failed_or_expired(phones(20))
     assert (sent["has_priority"], sent["flow_execution_variables"]) == (True, {"campaign": "spring"})
 
     again = call_run_api("POST", f"/runs/{run_id}/retries", headers={"Idempotency-Key": "retry-1"})
     assert again.status == 201
     assert again.body["run"]["run_id"] == retried.body["run"]["run_id"]
-    assert fake.run_calls == calls_before + 1  # the same key started nothing more
+    assert hilos.run_calls == calls_before + 1  # the same key started nothing more
 
     only_failed = call_run_api("POST", f"/runs/{run_id}/retries", {"statuses": ["FAILED"]})
     assert only_failed.status == 201
-    assert [c["phone"] for c in fake.run_bodies[-1]["contact_list"]] == ["+5215500000007", "+5215500000017"]
+    assert [c["phone"] for c in hilos.run_bodies[-1]["contact_list"]] == ["+5215500000007", "+5215500000017"]
 
 
 def test_a_retry_of_a_run_not_finished_is_409_and_of_no_contacts_422(
-    aws: Any, fake: FakeHilos, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     going = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(10)).body["run"]["run_id"]
     refused = call_run_api("POST", f"/runs/{going}/retries")
     assert (refused.status, refused.body["code"]) == (409, "run_not_finished")
 
-    fake.finish()
+    hilos.finish()
     sync_pass(aws, monkeypatch)
     nothing = call_run_api("POST", f"/runs/{going}/retries", {"statuses": ["CANCELED"]})
     assert (nothing.status, nothing.body["details"][0]["field"]) == (422, "body.statuses")
@@ -187,7 +181,7 @@ def test_a_retry_of_a_run_not_finished_is_409_and_of_no_contacts_422(
 
 
 def test_a_bulk_run_lists_its_contacts_across_chunks_and_a_retry_submits_a_bulk_run_of_the_failed_ones(
-    aws: Any, fake: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
 ):
     from hilos_runner import factories
 
@@ -199,7 +193,7 @@ def test_a_bulk_run_lists_its_contacts_across_chunks_and_a_retry_submits_a_bulk_
     assert drain(runs_queue, aws, monkeypatch) == 3
     assert call_run_api("POST", f"/bulk-runs/{bulk_id}/retries").status == 409  # chunks still going
 
-    fake.finish()
+    hilos.finish()
     sync_pass(aws, monkeypatch)
     view = call_run_api("GET", f"/bulk-runs/{bulk_id}").body
     assert view["status"] == "COMPLETED_WITH_ERRORS"
@@ -223,7 +217,7 @@ def test_a_bulk_run_lists_its_contacts_across_chunks_and_a_retry_submits_a_bulk_
 
 
 def test_the_contacts_of_a_chunk_hilos_refused_are_listed_not_started_with_why_and_can_be_retried(
-    aws: Any, fake: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
 ):
     from hilos_runner import factories
     from hilos_runner.execution_records import RunStatus
@@ -231,10 +225,10 @@ def test_the_contacts_of_a_chunk_hilos_refused_are_listed_not_started_with_why_a
     monkeypatch.setenv("BULK_CHUNK_SIZE", "4")
     factories.reset()
     numbers = phones(10)
-    fake.refused_phones.add(numbers[9])  # the third chunk: numbers[8:10]
+    hilos.refused_phones.add(numbers[9])  # the third chunk: numbers[8:10]
     bulk_id = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(10)).body["id"]
     assert drain(runs_queue, aws, monkeypatch) == 3
-    fake.finish()
+    hilos.finish()
     sync_pass(aws, monkeypatch)
     view = call_run_api("GET", f"/bulk-runs/{bulk_id}").body
     assert (view["status"], view["chunks_by_status"]) == ("COMPLETED_WITH_ERRORS", {"COMPLETED": 2, "REJECTED": 1})
@@ -256,15 +250,15 @@ def test_the_contacts_of_a_chunk_hilos_refused_are_listed_not_started_with_why_a
     [rejected] = [chunk for chunk in view["chunks"] if chunk["status"] == "REJECTED"]
     chunk = store.get(rejected["run_id"])
     assert chunk is not None
-    execution_id = fake.add_execution(numbers[8:10])
-    fake.finish(execution_id)
+    execution_id = hilos.add_execution(numbers[8:10])
+    hilos.finish(execution_id)
     store.put(chunk.model_copy(update={"status": RunStatus.COMPLETED, "hilos_execution_id": UUID(execution_id)}))
     listed = all_pages(view["contacts_url"])
     assert [item["status"] for item in listed[8:]] == ["COMPLETED", "EXPIRED"]
 
 
 def test_a_bulk_retry_that_needs_more_hilos_reads_than_a_request_has_goes_on_where_the_last_one_stopped(
-    aws: Any, fake: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, runs_queue: RunsQueue, monkeypatch: pytest.MonkeyPatch
 ):
     from hilos_runner import contact_outcomes, factories
 
@@ -272,7 +266,7 @@ def test_a_bulk_retry_that_needs_more_hilos_reads_than_a_request_has_goes_on_whe
     factories.reset()
     bulk_id = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(10)).body["id"]
     assert drain(runs_queue, aws, monkeypatch) == 3
-    fake.finish()
+    hilos.finish()
     sync_pass(aws, monkeypatch)
     monkeypatch.setattr(contact_outcomes, "MAX_HILOS_READS_PER_REQUEST", 1)  # one chunk's page per request
 
@@ -282,4 +276,4 @@ def test_a_bulk_retry_that_needs_more_hilos_reads_than_a_request_has_goes_on_whe
     assert answers[0].headers["Retry-After"] == "1"
     assert answers[2].status == 202, answers[2].body
     assert answers[2].body["num_contacts"] == len(failed_or_expired(phones(10)))
-    assert fake.list_reads["contacts"] == 3  # each chunk's contacts read once, kept since
+    assert hilos.list_reads["contacts"] == 3  # each chunk's contacts read once, kept since

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import responses
 
 from local.events import LocalLambdaContext
-from tests.helpers import RUN_URL, TEST_TOKEN, hilos_execution
+from tests.fake_hilos import FakeHilos, reply
+from tests.helpers import TEST_TOKEN, hilos_execution
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 API_EVENTS = sorted(EVENTS.glob("api-*.json"))
@@ -45,8 +45,8 @@ def test_event_files_carry_no_token(path: Path):
 
 
 @pytest.mark.usefixtures("aws")
-def test_create_run_event_starts_the_run_once(hilos: responses.RequestsMock):
-    hilos.post(RUN_URL, json=hilos_execution(num_contacts=2), status=201)
+def test_create_run_event_starts_the_run_once(hilos: FakeHilos):
+    hilos.answer_runs(reply(201, hilos_execution(num_contacts=2)))
 
     status, body, headers = invoke("api-create-run.json")
 
@@ -62,7 +62,7 @@ def test_create_run_event_starts_the_run_once(hilos: responses.RequestsMock):
 
 
 @pytest.mark.usefixtures("aws")
-def test_invalid_run_event_is_422_naming_every_bad_field_and_hilos_is_not_called(hilos: responses.RequestsMock):
+def test_invalid_run_event_is_422_naming_every_bad_field_and_hilos_is_not_called(hilos: FakeHilos):
     status, body, _ = invoke("api-create-run-invalid.json")
 
     assert status == 422
@@ -81,7 +81,7 @@ def test_invalid_run_event_is_422_naming_every_bad_field_and_hilos_is_not_called
 
 
 @pytest.mark.usefixtures("aws")
-def test_get_run_event_for_an_unknown_run_is_404(hilos: responses.RequestsMock):
+def test_get_run_event_for_an_unknown_run_is_404(hilos: FakeHilos):
     status, body, _ = invoke("api-get-run.json")
 
     assert status == 404

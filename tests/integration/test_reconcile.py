@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import responses
 
-from tests.fake_hilos import FakeHilos, RunCallLost, minutes_ago
+from tests.fake_hilos import FakeHilos, minutes_ago
 from tests.helpers import FLOW_ID, call_bulk_worker, call_run_api, contact, run_body, sync_pass
+from tests.reliability.faults import InvocationKilled
 
 QUICK = {
     "HILOS_CONNECT_RETRIES": "0",
@@ -28,13 +28,14 @@ CALL_BUDGET_SECONDS = 0.2
 
 
 @pytest.fixture
-def hilos_lists(aws: Any, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> FakeHilos:
-    from hilos_runner import factories
+def hilos_lists(aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch) -> FakeHilos:
+    from hilos_runner import wiring
 
     for name, value in QUICK.items():
         monkeypatch.setenv(name, value)
-    factories.reset()
-    return FakeHilos(hilos, page_size=2)
+    wiring.reset()
+    hilos.page_size = 2
+    return hilos
 
 
 def record(run_id: str) -> Any:
@@ -313,7 +314,7 @@ def test_a_crash_between_the_resends_record_and_its_call_never_starts_it_twice(
     past_the_call_budget()
     hilos_lists.lose_next.append("killed")  # the status sync dies after writing SENDING, before Hilos sees it
 
-    with pytest.raises(RunCallLost):
+    with pytest.raises(InvocationKilled):
         sync_pass(aws, monkeypatch, RECONCILE_MAX_RESENDS="2")
 
     crashed = record(run_id)

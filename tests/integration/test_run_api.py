@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 import requests
-import responses
 
+from tests.fake_hilos import FakeHilos, reply
 from tests.helpers import (
     FLOW_ID,
     HILOS_EXECUTION_ID,
@@ -37,8 +37,8 @@ def count_secret_reads() -> list[str]:
 
 @pytest.mark.usefixtures("aws")
 class TestCreateRun:
-    def test_forwards_exactly_the_documented_body_records_and_answers_201(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    def test_forwards_exactly_the_documented_body_records_and_answers_201(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(201, hilos_execution()))
         body = run_body(
             contacts=2,
             has_priority=True,
@@ -72,12 +72,12 @@ class TestCreateRun:
         assert stored.body["source"] == "API"
         assert TEST_TOKEN not in json.dumps(stored.body)
 
-    def test_unknown_upstream_fields_are_kept(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, json=hilos_execution(brand_new_field={"x": 1}), status=201)
+    def test_unknown_upstream_fields_are_kept(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(201, hilos_execution(brand_new_field={"x": 1})))
         answer = call_run_api("POST", RUNS_PATH, run_body())
         assert answer.body["hilos"]["brand_new_field"] == {"x": 1}
 
-    def test_invalid_body_is_422_naming_each_bad_field_and_hilos_is_not_called(self, hilos: responses.RequestsMock):
+    def test_invalid_body_is_422_naming_each_bad_field_and_hilos_is_not_called(self, hilos: FakeHilos):
         body = {
             "execute_for": "ALL",
             "contact_list": [
@@ -104,20 +104,20 @@ class TestCreateRun:
         assert "unknown field" in unknown["reason"]
         assert len(hilos.calls) == 0
 
-    def test_flow_id_must_be_a_uuid(self, hilos: responses.RequestsMock):
+    def test_flow_id_must_be_a_uuid(self, hilos: FakeHilos):
         answer = call_run_api("POST", "/flows/not-a-flow/runs", run_body())
         assert answer.status == 422
         assert [d["field"] for d in answer.body["details"]] == ["path.flow_id"]
         assert len(hilos.calls) == 0
 
-    def test_empty_contact_list_and_malformed_json_are_422(self, hilos: responses.RequestsMock):
+    def test_empty_contact_list_and_malformed_json_are_422(self, hilos: FakeHilos):
         assert call_run_api("POST", RUNS_PATH, {"contact_list": []}).status == 422
         malformed = call_run_api("POST", RUNS_PATH, '{"contact_list": [', headers={"content-type": "application/json"})
         assert malformed.status == 422
         assert malformed.body["code"] == "validation_error"
         assert len(hilos.calls) == 0
 
-    def test_oversized_body_is_413_before_anything_else(self, hilos: responses.RequestsMock):
+    def test_oversized_body_is_413_before_anything_else(self, hilos: FakeHilos):
         answer = call_run_api("POST", RUNS_PATH, {"contact_list": [contact(meta={"pad": "x" * 1_100_000})]})
         assert answer.status == 413
         assert answer.body["code"] == "body_too_large"
@@ -126,8 +126,8 @@ class TestCreateRun:
 
 @pytest.mark.usefixtures("aws")
 class TestIdempotency:
-    def test_same_key_same_body_calls_hilos_once_and_returns_the_first_answer(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    def test_same_key_same_body_calls_hilos_once_and_returns_the_first_answer(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(201, hilos_execution()))
         headers = {"Idempotency-Key": "order-42"}
 
         first = call_run_api("POST", RUNS_PATH, run_body(), headers=headers)
@@ -137,8 +137,8 @@ class TestIdempotency:
         assert len(hilos.calls) == 1
         assert second.body["run"]["run_id"] == first.body["run"]["run_id"]
 
-    def test_same_key_with_another_body_is_a_clear_422(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    def test_same_key_with_another_body_is_a_clear_422(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(201, hilos_execution()))
         headers = {"Idempotency-Key": "order-43"}
         assert call_run_api("POST", RUNS_PATH, run_body(), headers=headers).status == 201
 
@@ -148,17 +148,17 @@ class TestIdempotency:
         assert reused.body["code"] == "idempotency_key_reused"
         assert len(hilos.calls) == 1
 
-    def test_a_failed_attempt_does_not_burn_the_key(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, status=503)
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    def test_a_failed_attempt_does_not_burn_the_key(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(503))
+        hilos.answer_runs(reply(201, hilos_execution()))
         headers = {"Idempotency-Key": "order-44"}
 
         assert call_run_api("POST", RUNS_PATH, run_body(), headers=headers).status == 503
         assert call_run_api("POST", RUNS_PATH, run_body(), headers=headers).status == 201
         assert len(hilos.calls) == 2
 
-    def test_an_unknown_outcome_is_never_resent_for_the_same_key(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, body=requests.ReadTimeout("slow"))
+    def test_an_unknown_outcome_is_never_resent_for_the_same_key(self, hilos: FakeHilos):
+        hilos.answer_runs(requests.ReadTimeout("slow"))
         headers = {"Idempotency-Key": "order-45"}
 
         first = call_run_api("POST", RUNS_PATH, run_body(), headers=headers)
@@ -168,7 +168,7 @@ class TestIdempotency:
         assert second.body["run_id"] == first.body["run_id"]
         assert len(hilos.calls) == 1
 
-    def test_malformed_key_is_422(self, hilos: responses.RequestsMock):
+    def test_malformed_key_is_422(self, hilos: FakeHilos):
         answer = call_run_api("POST", RUNS_PATH, run_body(), headers={"Idempotency-Key": "spaces are bad"})
         assert answer.status == 422
         assert answer.body["details"][0]["field"].lower() == "header.idempotency-key"
@@ -176,7 +176,7 @@ class TestIdempotency:
 
 @pytest.mark.usefixtures("aws")
 class TestUpstreamErrors:
-    def test_401_refreshes_the_secret_once_then_answers_502(self, hilos: responses.RequestsMock, aws: Any):
+    def test_401_refreshes_the_secret_once_then_answers_502(self, hilos: FakeHilos, aws: Any):
         import boto3
 
         secret_id = aws.physical_ids["HilosTokenSecret"]
@@ -189,7 +189,7 @@ class TestUpstreamErrors:
             boto3.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=rotated)
             return 401, {}, json.dumps({"detail": "Invalid token."})
 
-        hilos.add_callback(responses.POST, RUN_URL, callback=refuse)
+        hilos.answer_runs(refuse)
         secret_reads = count_secret_reads()
 
         answer = call_run_api("POST", RUNS_PATH, run_body())
@@ -204,14 +204,14 @@ class TestUpstreamErrors:
         assert TEST_TOKEN not in json.dumps(answer.body)
         assert rotated not in json.dumps(answer.body) + json.dumps(record)
 
-    def test_401_then_success_after_refresh_is_201(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, status=401, json={"detail": "Invalid token."})
-        hilos.post(RUN_URL, status=201, json=hilos_execution())
+    def test_401_then_success_after_refresh_is_201(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(401, {"detail": "Invalid token."}))
+        hilos.answer_runs(reply(201, hilos_execution()))
         assert call_run_api("POST", RUNS_PATH, run_body()).status == 201
         assert len(hilos.calls) == 2
 
-    def test_the_token_is_read_once_per_process_not_per_request(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    def test_the_token_is_read_once_per_process_not_per_request(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(201, hilos_execution()))
         assert call_run_api("POST", RUNS_PATH, run_body()).status == 201
         secret_reads = count_secret_reads()
         for _ in range(3):
@@ -229,9 +229,9 @@ class TestUpstreamErrors:
         ],
     )
     def test_error_mapping(
-        self, hilos: responses.RequestsMock, hilos_status: int, answer_status: int, code: str, record_status: str
+        self, hilos: FakeHilos, hilos_status: int, answer_status: int, code: str, record_status: str
     ):
-        hilos.post(RUN_URL, status=hilos_status, json={"contact_list": [{"phone": ["Enter a valid phone."]}]})
+        hilos.answer_runs(reply(hilos_status, {"contact_list": [{"phone": ["Enter a valid phone."]}]}))
 
         answer = call_run_api("POST", RUNS_PATH, run_body())
 
@@ -243,20 +243,20 @@ class TestUpstreamErrors:
         if answer_status == 503:
             assert int(answer.headers["Retry-After"]) >= 1
 
-    def test_hilos_400_message_is_passed_on(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, status=400, json={"contact_list": [{"phone": ["Enter a valid phone number."]}]})
+    def test_hilos_400_message_is_passed_on(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(400, {"contact_list": [{"phone": ["Enter a valid phone number."]}]}))
         answer = call_run_api("POST", RUNS_PATH, run_body())
         assert "Enter a valid phone number." in answer.body["message"]
         assert answer.body["details"] == [{"field": "contact_list.0.phone", "reason": "Enter a valid phone number."}]
 
-    def test_429_retry_after_is_passed_on(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, status=429, headers={"Retry-After": "17"})
+    def test_429_retry_after_is_passed_on(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(429, headers={"Retry-After": "17"}))
         answer = call_run_api("POST", RUNS_PATH, run_body())
         assert answer.status == 503
         assert answer.headers["Retry-After"] == "17"
 
-    def test_read_timeout_is_504_recorded_unknown_and_not_resent(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, body=requests.ReadTimeout("slow"))
+    def test_read_timeout_is_504_recorded_unknown_and_not_resent(self, hilos: FakeHilos):
+        hilos.answer_runs(requests.ReadTimeout("slow"))
 
         answer = call_run_api("POST", RUNS_PATH, run_body())
 
@@ -265,21 +265,21 @@ class TestUpstreamErrors:
         assert len(hilos.calls) == 1
         assert call_run_api("GET", f"/runs/{answer.body['run_id']}").body["status"] == "UNKNOWN"
 
-    def test_connection_refused_is_503_and_the_run_is_recorded_failed(self, hilos: responses.RequestsMock):
+    def test_connection_refused_is_503_and_the_run_is_recorded_failed(self, hilos: FakeHilos):
         from urllib3.exceptions import MaxRetryError, NewConnectionError
 
         refused = MaxRetryError(None, RUN_URL, reason=NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
-        hilos.post(RUN_URL, body=requests.ConnectionError(refused))
+        hilos.answer_runs(requests.ConnectionError(refused))
 
         answer = call_run_api("POST", RUNS_PATH, run_body())
 
         assert answer.status == 503
         assert call_run_api("GET", f"/runs/{answer.body['run_id']}").body["status"] == "FAILED"
 
-    def test_connection_reset_after_sending_is_an_unknown_outcome(self, hilos: responses.RequestsMock):
+    def test_connection_reset_after_sending_is_an_unknown_outcome(self, hilos: FakeHilos):
         from urllib3.exceptions import ProtocolError
 
-        hilos.post(RUN_URL, body=requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError())))
+        hilos.answer_runs(requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError())))
 
         answer = call_run_api("POST", RUNS_PATH, run_body())
 
@@ -299,8 +299,8 @@ class TestReadingRuns:
         assert answer.status == 404
         assert set(answer.body) == {"code", "message", "details"}
 
-    def test_runs_of_a_flow_newest_first_paginated_with_an_opaque_cursor(self, hilos: responses.RequestsMock):
-        hilos.post(RUN_URL, json=hilos_execution(), status=201)
+    def test_runs_of_a_flow_newest_first_paginated_with_an_opaque_cursor(self, hilos: FakeHilos):
+        hilos.answer_runs(reply(201, hilos_execution()))
         created = [call_run_api("POST", RUNS_PATH, run_body(contacts=n + 1)).body["run"]["run_id"] for n in range(5)]
 
         first = call_run_api("GET", RUNS_PATH, query={"limit": "2"})

@@ -5,9 +5,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import responses
 
-from tests.helpers import FLOW_ID, RUN_URL, call_run_api, hilos_execution, run_body
+from tests.fake_hilos import FakeHilos, reply
+from tests.helpers import FLOW_ID, call_run_api, hilos_execution, run_body
 
 
 @pytest.fixture
@@ -47,9 +47,7 @@ def test_run_api_registers_the_priming_and_the_restore_hooks():
     assert priming.after_restore in [hook for hook, _, _ in after]
 
 
-def test_priming_calls_nothing_outside_and_the_restore_reads_the_token_once(
-    aws_calls: Counter[str], hilos: responses.RequestsMock
-):
+def test_priming_calls_nothing_outside_and_the_restore_reads_the_token_once(aws_calls: Counter[str], hilos: FakeHilos):
 
     before, after = hooks()
     run(before)
@@ -59,6 +57,6 @@ def test_priming_calls_nothing_outside_and_the_restore_reads_the_token_once(
     run(after)
     assert aws_calls == Counter({"GetSecretValue": 1})
 
-    hilos.add(responses.POST, RUN_URL, json=hilos_execution(), status=201)
+    hilos.answer_runs(reply(201, hilos_execution()))
     assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).status == 201
     assert aws_calls["GetSecretValue"] == 1  # the first request used the token read at restore

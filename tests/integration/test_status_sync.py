@@ -7,67 +7,25 @@ what EventBridge really received.
 """
 
 import json
-import re
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
-import responses
 
+from tests.fake_hilos import USUAL, FakeHilos, reply
 from tests.helpers import (
     FLOW_ID,
     RunsQueue,
     call_run_api,
     drain,
-    hilos_execution,
     run_body,
     sync_pass,
 )
 
 SCHEMA_PATH = "schemas/run-finished-event.schema.json"
 BULK_SCHEMA_PATH = "schemas/bulk-run-finished-event.schema.json"
-_EXECUTION_PATH = re.compile(r".*/flow-execution/(?P<id>[0-9a-f-]{36})$")
-
-
-class FakeHilos:
-    """Creates an execution per run (PROCESSING) and answers status reads with what the test set."""
-
-    def __init__(self, mock: responses.RequestsMock) -> None:
-        self.executions: dict[str, dict[str, Any]] = {}
-        self.reads: Counter[str] = Counter()
-        self.read_answers: list[tuple[int, dict[str, Any]]] = []  # forced answers, first in first out
-        mock.add_callback(responses.POST, re.compile(r".*/flow/[0-9a-f-]{36}/run$"), callback=self._create)
-        mock.add_callback(responses.GET, _EXECUTION_PATH, callback=self._read)
-
-    def _create(self, request: Any) -> tuple[int, dict[str, str], str]:
-        body = json.loads(request.body)
-        execution = hilos_execution(id=str(uuid.uuid4()), status="PROCESSING", num_contacts=len(body["contact_list"]))
-        self.executions[execution["id"]] = execution
-        return 201, {}, json.dumps(execution)
-
-    def _read(self, request: Any) -> tuple[int, dict[str, str], str]:
-        match = _EXECUTION_PATH.match(request.url)
-        assert match is not None
-        execution_id = match["id"]
-        self.reads[execution_id] += 1
-        if self.read_answers:
-            status, body = self.read_answers.pop(0)
-            return status, {}, json.dumps(body)
-        return 200, {}, json.dumps(self.executions[execution_id])
-
-    def move_all(self, status: str, **counters_of: Any) -> None:
-        """Every execution to ``status``; counters computed from each one's num_contacts."""
-        for execution in self.executions.values():
-            execution["status"] = status
-            execution.update({name: count(execution["num_contacts"]) for name, count in counters_of.items()})
-
-
-@pytest.fixture
-def fake_hilos(hilos: responses.RequestsMock) -> FakeHilos:
-    return FakeHilos(hilos)
 
 
 @pytest.fixture
@@ -114,7 +72,7 @@ def small_chunks(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_bulk_run_is_in_progress_until_its_last_chunk_finishes_then_announced_once_with_errors(
     aws: Any,
     runs_queue: RunsQueue,
-    fake_hilos: FakeHilos,
+    hilos: FakeHilos,
     finished_events: Any,
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -135,7 +93,7 @@ def test_a_bulk_run_is_in_progress_until_its_last_chunk_finishes_then_announced_
     view = call_run_api("GET", bulk_url).body
 
     # Two chunks finish in Hilos, the last one is still running: the bulk run is not finished.
-    first, second, last = (fake_hilos.executions[chunk["hilos_execution_id"]] for chunk in view["chunks"])
+    first, second, last = (hilos.execution(chunk["hilos_execution_id"]) for chunk in view["chunks"])
     for execution in (first, second):
         execution.update(status="COMPLETED", completed=execution["num_contacts"])
     last.update(status="RUNNING", running=last["num_contacts"])
@@ -175,54 +133,54 @@ def test_a_bulk_run_is_in_progress_until_its_last_chunk_finishes_then_announced_
     [chunk_event] = [event for event in events if event["detail-type"] == "Hilos Run Finished"]
     jsonschema.validate(chunk_event["detail"], json.loads(open(SCHEMA_PATH).read()))  # noqa: SIM115
     assert chunk_event["detail"]["parent_id"] == bulk_id
-    reads_when_finished = dict(fake_hilos.reads)
+    reads_when_finished = dict(hilos.reads)
 
     # Finished and announced: out of the sync index; later passes find nothing and ask Hilos nothing.
     assert sync_pass(aws, monkeypatch)["due"] == 0
     assert sync_pass(aws, monkeypatch)["due"] == 0
-    assert dict(fake_hilos.reads) == reads_when_finished
+    assert dict(hilos.reads) == reads_when_finished
     assert finished_events() == []
     assert parent()["status"] == "COMPLETED_WITH_ERRORS"
 
 
 def test_refresh_on_demand_reads_hilos_now_and_a_canceled_run_is_terminal(
-    aws: Any, fake_hilos: FakeHilos, finished_events: Any
+    aws: Any, hilos: FakeHilos, finished_events: Any
 ):
     created = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(2))
     assert created.status == 201
     run_id = created.body["run"]["run_id"]
     assert get_run(run_id)["status"] == "SUBMITTED"
-    assert sum(fake_hilos.reads.values()) == 0  # a plain GET does not ask Hilos
+    assert sum(hilos.reads.values()) == 0  # a plain GET does not ask Hilos
 
-    fake_hilos.move_all("PAUSED", running=lambda n: n)
+    hilos.move_all("PAUSED", running=lambda n: n)
     paused = get_run(run_id, refresh="true")
     assert (paused["status"], paused["hilos_status"], paused["counters"]["running"]) == ("RUNNING", "PAUSED", 2)
     assert paused["synced_at"] is not None
     assert paused["next_sync_at"] is not None
 
-    fake_hilos.move_all("CANCELED", canceled=lambda n: n, running=lambda n: 0)
+    hilos.move_all("CANCELED", canceled=lambda n: n, running=lambda n: 0)
     canceled = get_run(run_id, refresh="true")
     assert canceled["status"] == "CANCELED"
     assert canceled["counters"]["canceled"] == 2
     assert canceled["event_published_at"] is not None
     assert canceled.get("next_sync_at") is None
 
-    reads = sum(fake_hilos.reads.values())
+    reads = sum(hilos.reads.values())
     assert get_run(run_id, refresh="true")["status"] == "CANCELED"
-    assert sum(fake_hilos.reads.values()) == reads  # finished: refresh has nothing to ask
+    assert sum(hilos.reads.values()) == reads  # finished: refresh has nothing to ask
     [event] = finished_events()
     assert event["detail"]["run_id"] == run_id
     assert event["detail"]["status"] == "CANCELED"
 
 
-def test_two_syncs_of_one_run_never_announce_it_twice(aws: Any, fake_hilos: FakeHilos, finished_events: Any):
-    from hilos_runner import factories
+def test_two_syncs_of_one_run_never_announce_it_twice(aws: Any, hilos: FakeHilos, finished_events: Any):
+    from hilos_runner import wiring
     from hilos_runner.sync import SyncOutcome
 
     run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]
     seen = factories.execution_store().get(uuid.UUID(run_id))
     assert seen is not None
-    fake_hilos.move_all("COMPLETED", completed=lambda n: n)
+    hilos.move_all("COMPLETED", completed=lambda n: n)
 
     _first, first_outcome = factories.status_sync().refresh(seen)
     second, second_outcome = factories.status_sync().refresh(seen)  # read before the first one wrote
@@ -233,14 +191,14 @@ def test_two_syncs_of_one_run_never_announce_it_twice(aws: Any, fake_hilos: Fake
 
 
 def test_an_event_bridge_failure_is_published_at_the_next_pass_without_asking_hilos_again(
-    aws: Any, fake_hilos: FakeHilos, finished_events: Any, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, finished_events: Any, monkeypatch: pytest.MonkeyPatch
 ):
     from botocore.exceptions import ClientError
 
     from hilos_runner import completion_events
 
     run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]
-    fake_hilos.move_all("COMPLETED", completed=lambda n: n)
+    hilos.move_all("COMPLETED", completed=lambda n: n)
 
     def refused(self: Any, **_: Any) -> Any:
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "PutEvents")
@@ -253,11 +211,11 @@ def test_an_event_bridge_failure_is_published_at_the_next_pass_without_asking_hi
     assert record["status"] == "COMPLETED"
     assert record.get("event_published_at") is None
     assert "EventBridge" in record["sync_error"]
-    reads = sum(fake_hilos.reads.values())
+    reads = sum(hilos.reads.values())
 
     report = sync_pass(aws, monkeypatch)
     assert report["outcomes"] == {"finished": 1}
-    assert sum(fake_hilos.reads.values()) == reads  # the status was already known
+    assert sum(hilos.reads.values()) == reads  # the status was already known
     assert [event["detail"]["run_id"] for event in finished_events()] == [run_id]
     assert sync_pass(aws, monkeypatch)["due"] == 0
 
@@ -276,31 +234,31 @@ def _raising_publish(refusal: Any) -> Any:
 
 
 def test_hilos_throttling_stops_the_pass_and_failures_wait_their_interval(
-    aws: Any, fake_hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     for _ in range(3):
         assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).status == 201
     monkeypatch.setenv("WORKER_CONCURRENCY", "1")  # reads one after the other: the 429 comes first
-    fake_hilos.read_answers.append((429, {"detail": "Request was throttled."}))
+    hilos.answer_reads(reply(429, {"detail": "Request was throttled."}), USUAL)
 
     report = sync_pass(aws, monkeypatch)
 
     assert report["throttled"] is True
     assert report["outcomes"] == {"failed": 1}
     assert report["not_reached"] == 2  # left for the next tick, not hammered
-    assert sum(fake_hilos.reads.values()) == 1
+    assert sum(hilos.reads.values()) == 1
 
 
 @pytest.mark.usefixtures("small_chunks")
 def test_refresh_on_demand_moves_a_bulk_run_along_with_its_chunks_and_announces_it_once(
-    aws: Any, runs_queue: RunsQueue, fake_hilos: FakeHilos, finished_events: Any, monkeypatch: pytest.MonkeyPatch
+    aws: Any, runs_queue: RunsQueue, hilos: FakeHilos, finished_events: Any, monkeypatch: pytest.MonkeyPatch
 ):
     bulk_id = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(4)).body["id"]
     assert drain(runs_queue, aws, monkeypatch) == 2
     assert get_run(bulk_id)["status"] == "QUEUED"  # nothing has looked at it since its chunks were sent
     assert get_run(bulk_id, refresh="true")["status"] == "IN_PROGRESS"
 
-    fake_hilos.move_all("COMPLETED", completed=lambda n: n)
+    hilos.move_all("COMPLETED", completed=lambda n: n)
     sync_pass(aws, monkeypatch)  # the chunks finish (the parent follows in the same pass) ...
     assert get_run(bulk_id)["status"] == "COMPLETED"
     assert get_run(bulk_id, refresh="true")["status"] == "COMPLETED"  # ... and a refresh changes nothing more

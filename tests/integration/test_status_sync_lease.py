@@ -4,11 +4,10 @@
 from typing import Any
 
 import pytest
-import responses
 
 from hilos_runner.lease import STATUS_SYNC_LEASE, Lease
-from tests.helpers import FLOW_ID, call_run_api, run_body
-from tests.integration.test_status_sync import FakeHilos, sync_pass
+from tests.fake_hilos import FakeHilos
+from tests.helpers import FLOW_ID, call_run_api, run_body, sync_pass
 
 
 class Clock:
@@ -64,22 +63,21 @@ def test_the_lease_item_expires_from_the_table_and_is_no_run(aws: Any, clock: Cl
 
 
 def test_a_tick_while_another_pass_holds_the_lease_reads_nothing_then_the_next_one_syncs(
-    aws: Any, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+    aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     import boto3
 
-    fake_hilos = FakeHilos(hilos)
     assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).status == 201
     running = Lease(boto3.client("dynamodb"), aws.physical_ids["ExecutionsTable"], STATUS_SYNC_LEASE)
     assert running.acquire("a-pass-still-running", seconds=120)
 
     assert sync_pass(aws, monkeypatch) == {"skipped": "another pass holds the status-sync lease"}
-    assert sum(fake_hilos.reads.values()) == 0
+    assert sum(hilos.reads.values()) == 0
 
     running.release("a-pass-still-running")
-    fake_hilos.move_all("RUNNING", running=lambda n: n)
+    hilos.move_all("RUNNING", running=lambda n: n)
     report = sync_pass(aws, monkeypatch)
     assert report["outcomes"] == {"updated": 1}
-    assert sum(fake_hilos.reads.values()) == 1
+    assert sum(hilos.reads.values()) == 1
     # The pass gave the lease back: the next tick is not kept out.
     assert "skipped" not in sync_pass(aws, monkeypatch)

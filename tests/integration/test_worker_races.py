@@ -3,21 +3,21 @@
 from typing import Any
 
 import pytest
-import responses
 
 from local.events import sqs_record
-from tests.helpers import RUN_URL, call_bulk_worker, queued_run
+from tests.fake_hilos import FakeHilos, reply
+from tests.helpers import call_bulk_worker, queued_run
 
 
 @pytest.mark.usefixtures("worker")
 def test_a_late_retry_note_never_overwrites_a_run_another_delivery_submitted(
-    hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+    hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
     from hilos_runner import factories
     from hilos_runner.execution_records import RunStatus
 
-    hilos.post(RUN_URL, status=503)
-    store = factories.execution_store()
+    hilos.answer_runs(reply(503))
+    store = wiring.execution_store()
     read_record = store.get
 
     def read_then_lose_the_race(run_id: Any) -> Any:

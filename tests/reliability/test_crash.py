@@ -14,17 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import responses
 
 from local.events import LocalLambdaContext, sqs_record
+from tests.fake_hilos import FakeHilos
 from tests.helpers import (
     FLOW_ID,
-    RUN_URL,
     call_bulk_worker,
     call_run_api,
     contact,
     failed_ids,
-    hilos_execution,
     run_body,
 )
 from tests.reliability.faults import InvocationKilled, aws_error, inject, unreachable
@@ -54,23 +52,6 @@ def fast_calls(worker: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     factories.reset()
     yield
     factories.reset()
-
-
-class FakeHilos:
-    """Hilos that counts the runs it creates per first phone, and can be told to die at a point."""
-
-    def __init__(self, mock: responses.RequestsMock) -> None:
-        self.created: list[str] = []
-        self.kill_after_creating: str | None = None
-        mock.add_callback(responses.POST, RUN_URL, callback=self._answer)
-
-    def _answer(self, request: Any) -> tuple[int, dict[str, str], str]:
-        phone = json.loads(request.body)["contact_list"][0]["phone"]
-        self.created.append(phone)
-        if phone == self.kill_after_creating:
-            # Hilos started the run; the invocation dies before the answer is read (the worst moment).
-            raise InvocationKilled
-        return 201, {}, json.dumps(hilos_execution(id=str(uuid.uuid4())))
 
 
 def record_of(run_id: uuid.UUID) -> Any:
@@ -118,15 +99,14 @@ class TestWorkerKilledMidBatch:
         return context
 
     def test_after_the_call_reached_hilos_nothing_is_repeated_and_the_unknown_run_is_not_resent(
-        self, fast_calls: None, hilos: responses.RequestsMock
+        self, fast_calls: None, hilos: FakeHilos
     ):
-        fake = FakeHilos(hilos)
-        fake.kill_after_creating = PHONES[2]
+        hilos.kill_after_creating = PHONES[2]
         batch = [one_contact_message(phone) for phone in PHONES]
 
         crashed = self.crash(batch)
 
-        assert fake.created == PHONES
+        assert hilos.created_phones == PHONES
         statuses = [record_of(run_id_of(r)).status for r in batch]
         assert statuses == ["SUBMITTED", "SUBMITTED", "SENDING"]  # the third died between send and answer
 
@@ -134,7 +114,7 @@ class TestWorkerKilledMidBatch:
         # records are answered from the idempotency store; the third is still IN_PROGRESS, so it waits.
         answer = call_bulk_worker(redelivered(batch))
         assert failed_ids(answer) == [batch[2]["messageId"]]
-        assert fake.created == PHONES  # no Hilos call repeated
+        assert hilos.created_phones == PHONES  # no Hilos call repeated
 
         # Once the crashed invocation's time is up, its IN_PROGRESS record has expired: the next delivery
         # runs the third record again, finds it SENDING (maybe started) and records it UNKNOWN, unsent.
@@ -143,19 +123,16 @@ class TestWorkerKilledMidBatch:
         answer = call_bulk_worker(redelivered(redelivered([batch[2]])))
 
         assert answer == {"batchItemFailures": []}
-        assert fake.created == PHONES  # still exactly one Hilos call per run
+        assert hilos.created_phones == PHONES  # still exactly one Hilos call per run
         third = record_of(run_id_of(batch[2]))
         assert third.status == "UNKNOWN"
         assert "looked up in Hilos instead of being resent" in third.last_error
         assert third.awaits_reconcile  # the status sync's next pass finds out from Hilos what happened
         assert [record_of(run_id_of(r)).status for r in batch[:2]] == ["SUBMITTED", "SUBMITTED"]
 
-    def test_before_the_call_was_made_the_run_is_sent_once_after_the_expiry(
-        self, fast_calls: None, hilos: responses.RequestsMock
-    ):
-        from hilos_runner import factories
+    def test_before_the_call_was_made_the_run_is_sent_once_after_the_expiry(self, fast_calls: None, hilos: FakeHilos):
+        from hilos_runner import wiring
 
-        fake = FakeHilos(hilos)
         batch = [one_contact_message(phone) for phone in PHONES]
         third_run_id = str(run_id_of(batch[2]))
         # Killed while writing the third run's SENDING record (with its request body): Hilos was never called.
@@ -168,7 +145,7 @@ class TestWorkerKilledMidBatch:
 
         crashed = self.crash(batch)
 
-        assert fake.created == PHONES[:2]
+        assert hilos.created_phones == PHONES[:2]
         assert record_of(run_id_of(batch[2])) is None
         wait_until(lambda: crashed.get_remaining_time_in_millis() == 0, timeout=CRASHED_INVOCATION_SECONDS + 1)
         time.sleep(0.01)
@@ -176,7 +153,7 @@ class TestWorkerKilledMidBatch:
         answer = call_bulk_worker(redelivered(batch))
 
         assert answer == {"batchItemFailures": []}
-        assert fake.created == PHONES  # the first two were not repeated, the third was sent once
+        assert hilos.created_phones == PHONES  # the first two were not repeated, the third was sent once
         assert [record_of(run_id_of(r)).status for r in batch] == ["SUBMITTED"] * 3
 
 
@@ -190,12 +167,11 @@ class TestSecretsManagerDown:
         ids=["throttled", "unreachable"],
     )
     def test_the_api_answers_503_with_retry_after_in_the_error_shape(
-        self, hilos: responses.RequestsMock, error: Callable[[], BaseException], reason: str
+        self, hilos: FakeHilos, error: Callable[[], BaseException], reason: str
     ):
         from hilos_runner import factories
 
-        fake = FakeHilos(hilos)
-        inject(factories.aws_client("secretsmanager"), "GetSecretValue", error)
+        inject(wiring.secrets_client(), "GetSecretValue", error)
 
         answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body())
 
@@ -204,35 +180,28 @@ class TestSecretsManagerDown:
         assert set(answer.body) <= {"code", "message", "details", "run_id"}
         assert answer.body["code"] == "dependency_unavailable"
         assert reason in answer.body["message"]
-        assert fake.created == []
+        assert hilos.created_phones == []
         # The client retries (same request, same key): the secret is back and the run starts once.
         again = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body())
         assert again.status == 201
-        assert len(fake.created) == 1
+        assert len(hilos.created_phones) == 1
 
-    def test_the_worker_fails_the_record_and_the_message_comes_back_then_starts_once(
-        self, hilos: responses.RequestsMock
-    ):
-        from hilos_runner import factories
+    def test_the_worker_fails_the_record_and_the_message_comes_back_then_starts_once(self, hilos: FakeHilos):
+        from hilos_runner import wiring
 
-        fake = FakeHilos(hilos)
-        inject(
-            factories.aws_client("secretsmanager"),
-            "GetSecretValue",
-            lambda: aws_error("ThrottlingException", "GetSecretValue"),
-        )
+        inject(wiring.secrets_client(), "GetSecretValue", lambda: aws_error("ThrottlingException", "GetSecretValue"))
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])
 
         assert failed_ids(first) == [record["messageId"]]
-        assert fake.created == []
+        assert hilos.created_phones == []
         assert record_of(run_id_of(record)).status == "QUEUED"  # waiting on the queue again
 
         second = call_bulk_worker(redelivered([record]))
 
         assert second == {"batchItemFailures": []}
-        assert fake.created == [PHONES[0]]
+        assert hilos.created_phones == [PHONES[0]]
         assert record_of(run_id_of(record)).status == "SUBMITTED"
 
 
@@ -265,11 +234,8 @@ class TestDynamoDbFailures:
             ),
         )
 
-    def test_throttled_before_sending_the_message_comes_back_and_the_run_starts_once(
-        self, hilos: responses.RequestsMock
-    ):
+    def test_throttled_before_sending_the_message_comes_back_and_the_run_starts_once(self, hilos: FakeHilos):
 
-        fake = FakeHilos(hilos)
         failed = self.throttle_sending_write()
         record = one_contact_message(PHONES[0])
 
@@ -277,15 +243,14 @@ class TestDynamoDbFailures:
 
         assert len(failed) == 1
         assert failed_ids(first) == [record["messageId"]]
-        assert fake.created == []
+        assert hilos.created_phones == []
         second = call_bulk_worker(redelivered([record]))
         assert second == {"batchItemFailures": []}
-        assert fake.created == [PHONES[0]]
+        assert hilos.created_phones == [PHONES[0]]
         assert record_of(run_id_of(record)).status == "SUBMITTED"
 
-    def test_throttled_after_hilos_answered_keeps_the_record_and_never_calls_again(self, hilos: responses.RequestsMock):
+    def test_throttled_after_hilos_answered_keeps_the_record_and_never_calls_again(self, hilos: FakeHilos):
 
-        fake = FakeHilos(hilos)
         # The SENDING write succeeds, the write of Hilos' answer is throttled on every botocore attempt.
         failed = self.throttle_put_item("executions", only_status="SUBMITTED")
         record = one_contact_message(PHONES[0])
@@ -294,45 +259,41 @@ class TestDynamoDbFailures:
 
         assert len(failed) == 1
         assert first == {"batchItemFailures": []}  # the run started: retrying it could only duplicate it
-        assert fake.created == [PHONES[0]]
+        assert hilos.created_phones == [PHONES[0]]
         kept = record_of(run_id_of(record))
         assert kept is not None  # not lost: it reads SENDING, "outcome unknown", never resent
         assert kept.status == "SENDING"
         for delivery in (redelivered([record]), redelivered(redelivered([record]))):
             assert call_bulk_worker(delivery) == {"batchItemFailures": []}
-        assert fake.created == [PHONES[0]]
+        assert hilos.created_phones == [PHONES[0]]
 
-    def test_the_idempotency_store_throttled_fails_the_record_without_calling_hilos(
-        self, hilos: responses.RequestsMock
-    ):
+    def test_the_idempotency_store_throttled_fails_the_record_without_calling_hilos(self, hilos: FakeHilos):
 
-        fake = FakeHilos(hilos)
         self.throttle_put_item("idempotency")
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])
 
         assert failed_ids(first) == [record["messageId"]]
-        assert fake.created == []
+        assert hilos.created_phones == []
         assert call_bulk_worker(redelivered([record])) == {"batchItemFailures": []}
-        assert fake.created == [PHONES[0]]
+        assert hilos.created_phones == [PHONES[0]]
 
     def test_a_failed_conditional_write_means_another_delivery_holds_the_run_and_nothing_is_sent(
-        self, hilos: responses.RequestsMock
+        self, hilos: FakeHilos
     ):
 
-        fake = FakeHilos(hilos)
         record = one_contact_message(PHONES[0])
         # Another invocation is working on the same message right now: its IN_PROGRESS record makes our
         # conditional PutItem fail (ConditionalCheckFailedException, for real, in moto).
         in_flight = LocalLambdaContext(function_name="bulk-worker", timeout_seconds=300)
-        fake.kill_after_creating = PHONES[0]
+        hilos.kill_after_creating = PHONES[0]
         with pytest.raises(InvocationKilled):
             call_bulk_worker([record], in_flight)
-        fake.kill_after_creating = None
+        hilos.kill_after_creating = None
 
         answer = call_bulk_worker(redelivered([record]))
 
         assert failed_ids(answer) == [record["messageId"]]  # comes back later; not dropped
-        assert fake.created == [PHONES[0]]  # and not sent a second time
+        assert hilos.created_phones == [PHONES[0]]  # and not sent a second time
         assert record_of(run_id_of(record)).status == "SENDING"

@@ -10,47 +10,33 @@ it says is passed on to callers and records, so the token must be cut out before
 
 import json
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
-import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from tests.fake_hilos import Answer, FakeHilos, Reply, by_first_phone, reply
 from tests.helpers import FLOW_ID, RUN_URL, TEST_TOKEN, RunsQueue, call_run_api, contact, deliver, hilos_execution
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-Reply = Callable[[Any], tuple[int, dict[str, str], str]]
 
-
-def echoing(status: int, headers: dict[str, str] | None = None) -> Reply:
+def echoing(status: int, headers: dict[str, str] | None = None) -> Answer:
     """An error answer that quotes the request's Authorization header back (an upstream debugging page)."""
 
-    def reply(request: Any) -> tuple[int, dict[str, str], str]:
+    def answer(request: Any) -> Reply:
         echoed = request.headers["Authorization"]
         body = {"detail": f"HTTP {status} for request with Authorization: {echoed}", "contact_list": [echoed]}
         return status, headers or {}, json.dumps(body)
 
-    return reply
-
-
-def raising(error: Exception) -> Reply:
-    def reply(_request: Any) -> tuple[int, dict[str, str], str]:
-        raise error
-
-    return reply
-
-
-def created(_request: Any) -> tuple[int, dict[str, str], str]:
-    return 201, {}, json.dumps(hilos_execution())
+    return answer
 
 
 REFUSED = MaxRetryError(None, RUN_URL, reason=NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
 # Each path by the first contact's phone: the fake Hilos answers accordingly.
-PATHS: dict[str, Reply] = {
-    "+5215500000201": created,
+PATHS: dict[str, Answer] = {
+    "+5215500000201": reply(201, hilos_execution()),
     "+5215500000400": echoing(400),
     "+5215500000401": echoing(401),
     "+5215500000403": echoing(403),
@@ -59,9 +45,9 @@ PATHS: dict[str, Reply] = {
     "+5215500000500": echoing(500),
     "+5215500000503": echoing(503),
     "+5215500000504": echoing(504),
-    "+5215500000901": raising(requests.ReadTimeout("read timed out")),
-    "+5215500000902": raising(requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))),
-    "+5215500000903": raising(requests.ConnectionError(REFUSED)),
+    "+5215500000901": requests.ReadTimeout("read timed out"),
+    "+5215500000902": requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError())),
+    "+5215500000903": requests.ConnectionError(REFUSED),
 }
 
 
@@ -87,7 +73,7 @@ def scan(client: Any, table: str) -> list[dict[str, Any]]:
 
 
 def test_the_token_appears_in_no_log_answer_record_or_message(
-    hilos: responses.RequestsMock,
+    hilos: FakeHilos,
     runs_queue: RunsQueue,
     capfd: pytest.CaptureFixture[str],
     logs_never_show_the_token: Any,
@@ -96,14 +82,7 @@ def test_the_token_appears_in_no_log_answer_record_or_message(
 
     from hilos_runner.settings import get_settings
 
-    seen_tokens: list[str] = []
-
-    def answer(request: Any) -> tuple[int, dict[str, str], str]:
-        seen_tokens.append(request.headers["Authorization"])
-        phone = json.loads(request.body)["contact_list"][0]["phone"]
-        return PATHS[phone](request)
-
-    hilos.add_callback(responses.POST, RUN_URL, callback=answer)
+    hilos.answer_runs(by_first_phone(PATHS))
 
     # -- the API: every path, with and without an idempotency key ----------------------------------------
     answers = []
@@ -138,6 +117,7 @@ def test_the_token_appears_in_no_log_answer_record_or_message(
     assert len(dead) >= 5, len(dead)  # 429/500/503, connection refused, refused token: every attempt failed
 
     # -- where a leak could land --------------------------------------------------------------------------
+    seen_tokens = [call.request.headers["Authorization"] for call in hilos.calls]
     assert seen_tokens
     assert set(seen_tokens) == {f"Token {TEST_TOKEN}"}  # the token really was in play on every call
     dynamodb = boto3.client("dynamodb")

@@ -16,11 +16,11 @@ import re
 from typing import Any
 
 import pytest
-import responses
 
 from hilos_runner.models import MAX_CONTACTS_PER_RUN, MAX_META_BYTES
 from local.cors import CorsPolicy, cors_policy
 from local.template import StackResources, http_routes
+from tests.fake_hilos import FakeHilos
 from tests.helpers import FLOW_ID, call_run_api, contact, run_body
 from tests.template.sam_template import alternatives, as_list, inline_statements, references, resources_of, translate
 
@@ -219,7 +219,7 @@ def test_every_checkov_skip_is_justified_in_place(source: dict[str, Any]):
 
 @pytest.mark.usefixtures("aws")
 class TestRequestLimits:
-    def test_a_body_over_the_limit_is_413(self, hilos: responses.RequestsMock):
+    def test_a_body_over_the_limit_is_413(self, hilos: FakeHilos):
         from hilos_runner.settings import get_settings
 
         limit = get_settings().max_body_bytes
@@ -233,7 +233,7 @@ class TestRequestLimits:
         }
         assert len(hilos.calls) == 0
 
-    def test_a_bulk_body_over_its_limit_is_413(self, hilos: responses.RequestsMock):
+    def test_a_bulk_body_over_its_limit_is_413(self, hilos: FakeHilos):
         from hilos_runner.settings import get_settings
 
         limit = get_settings().bulk_max_body_bytes
@@ -243,7 +243,7 @@ class TestRequestLimits:
         assert answer.status == 413
         assert answer.body["code"] == "body_too_large"
 
-    def test_more_contacts_than_one_run_takes_is_422_naming_the_list(self, hilos: responses.RequestsMock):
+    def test_more_contacts_than_one_run_takes_is_422_naming_the_list(self, hilos: FakeHilos):
         answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(MAX_CONTACTS_PER_RUN + 1))
 
         assert answer.status == 422
@@ -252,7 +252,7 @@ class TestRequestLimits:
         assert str(MAX_CONTACTS_PER_RUN) in answer.body["details"][0]["reason"]
         assert len(hilos.calls) == 0
 
-    def test_a_meta_over_its_limit_is_422_naming_the_contact_and_field(self, hilos: responses.RequestsMock):
+    def test_a_meta_over_its_limit_is_422_naming_the_contact_and_field(self, hilos: FakeHilos):
         big_meta = {"notes": "x" * MAX_META_BYTES}
         answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", {"contact_list": [contact(), contact(meta=big_meta)]})
 
@@ -262,7 +262,7 @@ class TestRequestLimits:
         assert len(hilos.calls) == 0
 
     def test_a_bulk_list_over_the_contact_limit_is_refused_naming_the_list(
-        self, hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+        self, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch
     ):
         from hilos_runner import factories
 
@@ -275,7 +275,7 @@ class TestRequestLimits:
         assert "at most 3 contacts" in answer.body["details"][0]["reason"]
 
     @pytest.mark.parametrize("path", [f"/flows/{FLOW_ID}/runs", f"/flows/{FLOW_ID}/bulk-runs"])
-    def test_a_body_that_is_not_utf8_is_422_not_500(self, hilos: responses.RequestsMock, path: str):
+    def test_a_body_that_is_not_utf8_is_422_not_500(self, hilos: FakeHilos, path: str):
         # Found by the schemathesis run (tests/fuzz/test_api.py): API Gateway base64-encodes such a body.
         import base64
 

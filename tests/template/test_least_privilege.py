@@ -15,16 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import responses
 
+from tests.fake_hilos import USUAL, FakeHilos, reply
 from tests.helpers import (
     FLOW_ID,
     HILOS_BASE,
     HILOS_EXECUTION_ID,
-    RUN_URL,
     call_bulk_worker,
     call_run_api,
-    hilos_execution,
     queued_run,
     run_body,
     use_function_environment,
@@ -121,15 +119,8 @@ def record(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], CallRec
     return start
 
 
-def status_of(status: str) -> Callable[[Any], tuple[int, dict[str, str], str]]:
-    return lambda _: (200, {}, json.dumps(hilos_execution(status=status, completed=1)))
-
-
-def drive_run_api(hilos: responses.RequestsMock) -> None:
-    hilos.post(RUN_URL, json=hilos_execution(), status=201)
-    hilos.post(RUN_URL, status=503)
-    hilos.post(RUN_URL, json=hilos_execution(), status=201)
-    hilos.add_callback(responses.GET, EXECUTION_URL, callback=status_of("COMPLETED"))
+def drive_run_api(hilos: FakeHilos) -> None:
+    hilos.answer_runs(USUAL, reply(503), USUAL)
     started = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "k-1"})
     assert started.status == 201
     repeated = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "k-1"})
@@ -137,6 +128,7 @@ def drive_run_api(hilos: responses.RequestsMock) -> None:
     assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers={"Idempotency-Key": "k-2"}).status == 503
     assert call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body()).status == 201
     assert call_run_api("GET", f"/flows/{FLOW_ID}/runs").status == 200
+    hilos.finish()
     refreshed = call_run_api("GET", f"/runs/{started.body['run']['run_id']}", query={"refresh": "true"})
     assert refreshed.body["status"] == "COMPLETED"
     bulk = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(3), headers={"Idempotency-Key": "b-1"})
@@ -144,26 +136,25 @@ def drive_run_api(hilos: responses.RequestsMock) -> None:
     assert call_run_api("GET", f"/bulk-runs/{bulk.body['id']}").status == 200
 
 
-def drive_bulk_worker(hilos: responses.RequestsMock) -> None:
+def drive_bulk_worker(hilos: FakeHilos) -> None:
     from local.events import sqs_record
 
-    hilos.post(RUN_URL, json=hilos_execution(), status=201)
-    hilos.post(RUN_URL, status=503)
+    hilos.answer_runs(USUAL, reply(503))
     answer = call_bulk_worker([sqs_record(queued_run(1)), sqs_record(queued_run(1, idempotency_key="q-2"))])
     assert len(answer["batchItemFailures"]) == 1  # the 503: delayed with ChangeMessageVisibility
 
 
-def drive_status_sync(hilos: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
+def drive_status_sync(hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch) -> None:
     import status_sync
     from hilos_runner import factories
     from local.events import LocalLambdaContext, rule_arn, scheduled_event
     from tests.helpers import execution_record
 
+    finished = hilos.add_execution(["+5215512345678"])
+    hilos.finish(finished)
     gone = uuid.uuid4()  # an execution Hilos no longer knows: the failure is noted on the record
-    factories.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=HILOS_EXECUTION_ID))
-    factories.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
-    hilos.add_callback(responses.GET, EXECUTION_URL, callback=status_of("COMPLETED"))
-    hilos.get(f"{HILOS_BASE}/flow-execution/{gone}", status=404, json={"detail": "Not found."})
+    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=finished))
+    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
     monkeypatch.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")
     context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
     report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)
@@ -183,7 +174,7 @@ def test_every_action_granted_is_used_and_every_call_is_granted(  # noqa: PLR091
     allowed_for_aws: set[str],
     translated: dict[str, Any],
     record: Callable[[str], CallRecorder],
-    hilos: responses.RequestsMock,
+    hilos: FakeHilos,
     monkeypatch: pytest.MonkeyPatch,
 ):
     recorder = record(function)

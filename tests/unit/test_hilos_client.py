@@ -17,7 +17,6 @@ from uuid import UUID
 
 import pytest
 import requests
-import responses
 import urllib3.util.connection
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError
@@ -34,6 +33,7 @@ from hilos_runner.errors import (
 from hilos_runner.hilos import HilosClient, build_session
 from hilos_runner.models import FlowRunRequest
 from hilos_runner.settings import Settings
+from tests.fake_hilos import FakeHilos, reply
 from tests.helpers import FLOW_ID, HILOS_EXECUTION_ID, RUN_URL, TEST_TOKEN, closed_port, hilos_execution, run_body
 
 FRESH_TOKEN = "hilos-fresh-token-0a9b8c7d"
@@ -61,8 +61,8 @@ def assert_no_token(error: Exception) -> None:
 # --- the request ----------------------------------------------------------------------------------
 
 
-def test_posts_the_exact_body_to_the_run_url_with_the_token_and_explicit_timeouts(hilos: responses.RequestsMock):
-    hilos.post(RUN_URL, json=hilos_execution(num_contacts=2), status=201)
+def test_posts_the_exact_body_to_the_run_url_with_the_token_and_explicit_timeouts(hilos: FakeHilos):
+    hilos.answer_runs(reply(201, hilos_execution(num_contacts=2)))
     client = make_client(hilos_connect_timeout_seconds=1.5, hilos_read_timeout_seconds=7)
     request = run_request(contacts=2)
 
@@ -79,9 +79,9 @@ def test_posts_the_exact_body_to_the_run_url_with_the_token_and_explicit_timeout
     assert sent.request.req_kwargs["timeout"] == (1.5, 7.0)  # type: ignore[attr-defined]  # set by responses
 
 
-def test_the_activecampaign_style_run_path_is_a_setting(hilos: responses.RequestsMock):
+def test_the_activecampaign_style_run_path_is_a_setting(hilos: FakeHilos):
     url = f"https://hilos.example.com/api/channel/whatsapp/flow/{FLOW_ID}/run"
-    hilos.post(url, json=hilos_execution(), status=201)
+    hilos.answer_runs(reply(201, hilos_execution()))
     client = make_client(
         hilos_api_url="https://hilos.example.com/api/", hilos_run_path="/channel/whatsapp/flow/{flow_id}/run"
     )
@@ -92,14 +92,14 @@ def test_the_activecampaign_style_run_path_is_a_setting(hilos: responses.Request
 
 
 @pytest.mark.parametrize("status", [200, 201])
-def test_2xx_is_a_started_run(hilos: responses.RequestsMock, status: int):
-    hilos.post(RUN_URL, json=hilos_execution(status="READY"), status=status)
+def test_2xx_is_a_started_run(hilos: FakeHilos, status: int):
+    hilos.answer_runs(reply(status, hilos_execution(status="READY")))
     assert start(make_client()).status == "READY"
 
 
 @pytest.mark.parametrize("body", ["<html>created</html>", "", '{"id": "not-a-uuid"}', "[1, 2]"])
-def test_an_unreadable_201_body_is_still_a_started_run(hilos: responses.RequestsMock, body: str):
-    hilos.post(RUN_URL, body=body, status=201, content_type="application/json")
+def test_an_unreadable_201_body_is_still_a_started_run(hilos: FakeHilos, body: str):
+    hilos.answer_runs(reply(201, text=body, headers={"Content-Type": "application/json"}))
     execution = start(make_client())
     assert execution.id is None
     assert len(hilos.calls) == 1
@@ -132,9 +132,9 @@ DRF_PROBLEMS = {
 
 @pytest.mark.parametrize(("problem", "message", "details"), DRF_PROBLEMS.values(), ids=DRF_PROBLEMS.keys())
 def test_400_is_rejected_with_hilos_message_and_flattened_details(
-    hilos: responses.RequestsMock, problem: Any, message: str, details: list[dict[str, str]]
+    hilos: FakeHilos, problem: Any, message: str, details: list[dict[str, str]]
 ):
-    hilos.post(RUN_URL, json=problem, status=400)
+    hilos.answer_runs(reply(400, problem))
 
     with pytest.raises(HilosRejectedError) as info:
         start(make_client())
@@ -148,8 +148,8 @@ def test_400_is_rejected_with_hilos_message_and_flattened_details(
 
 
 @pytest.mark.parametrize(("body", "message"), [("Bad things happened\n", "Bad things happened"), ("", "Bad Request")])
-def test_400_with_a_non_json_body_uses_the_text_or_the_reason(hilos: responses.RequestsMock, body: str, message: str):
-    hilos.post(RUN_URL, body=body, status=400, content_type="text/plain")
+def test_400_with_a_non_json_body_uses_the_text_or_the_reason(hilos: FakeHilos, body: str, message: str):
+    hilos.answer_runs(reply(400, text=body, headers={"Content-Type": "text/plain"}))
 
     with pytest.raises(HilosRejectedError) as info:
         start(make_client())
@@ -166,11 +166,11 @@ def test_400_with_a_non_json_body_uses_the_text_or_the_reason(hilos: responses.R
         f"<html>Authorization: Token {TEST_TOKEN}</html>",
     ],
 )
-def test_an_upstream_error_that_echoes_the_token_never_carries_it_further(hilos: responses.RequestsMock, echo: Any):
+def test_an_upstream_error_that_echoes_the_token_never_carries_it_further(hilos: FakeHilos, echo: Any):
     if isinstance(echo, str):
-        hilos.post(RUN_URL, body=echo, status=400, content_type="text/html")
+        hilos.answer_runs(reply(400, text=echo, headers={"Content-Type": "text/html"}))
     else:
-        hilos.post(RUN_URL, json=echo, status=400)
+        hilos.answer_runs(reply(400, echo))
 
     with pytest.raises(HilosRejectedError) as info:
         start(make_client())
@@ -179,24 +179,24 @@ def test_an_upstream_error_that_echoes_the_token_never_carries_it_further(hilos:
     assert "[redacted]" in f"{info.value.message} {info.value.details}"
 
 
-def test_a_huge_upstream_message_is_cut(hilos: responses.RequestsMock):
-    hilos.post(RUN_URL, json={"detail": "x" * 10_000}, status=400)
+def test_a_huge_upstream_message_is_cut(hilos: FakeHilos):
+    hilos.answer_runs(reply(400, {"detail": "x" * 10_000}))
     with pytest.raises(HilosRejectedError) as info:
         start(make_client())
     assert len(info.value.message) < 700
 
 
 @pytest.mark.parametrize("status", [402, 405, 409, 413, 422])
-def test_other_4xx_are_rejected(hilos: responses.RequestsMock, status: int):
-    hilos.post(RUN_URL, json={"detail": "no"}, status=status)
+def test_other_4xx_are_rejected(hilos: FakeHilos, status: int):
+    hilos.answer_runs(reply(status, {"detail": "no"}))
     with pytest.raises(HilosRejectedError) as info:
         start(make_client())
     assert info.value.status == status
     assert len(hilos.calls) == 1
 
 
-def test_404_is_flow_not_found(hilos: responses.RequestsMock):
-    hilos.post(RUN_URL, json={"detail": "Not found."}, status=404)
+def test_404_is_flow_not_found(hilos: FakeHilos):
+    hilos.answer_runs(reply(404, {"detail": "Not found."}))
     with pytest.raises(FlowNotFoundError) as info:
         start(make_client())
     assert info.value.status == 404
@@ -208,9 +208,9 @@ def test_404_is_flow_not_found(hilos: responses.RequestsMock):
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_a_refused_token_is_read_again_once_and_the_run_sent_again(hilos: responses.RequestsMock, status: int):
-    hilos.post(RUN_URL, json={"detail": "Invalid token."}, status=status)
-    hilos.post(RUN_URL, json=hilos_execution(), status=201)
+def test_a_refused_token_is_read_again_once_and_the_run_sent_again(hilos: FakeHilos, status: int):
+    hilos.answer_runs(reply(status, {"detail": "Invalid token."}))
+    hilos.answer_runs(reply(201, hilos_execution()))
     get_token = Mock(side_effect=[TEST_TOKEN, FRESH_TOKEN])
 
     execution = start(make_client(get_token))
@@ -221,9 +221,9 @@ def test_a_refused_token_is_read_again_once_and_the_run_sent_again(hilos: respon
 
 
 @pytest.mark.parametrize("statuses", [(401, 401), (403, 403), (401, 403)])
-def test_a_token_refused_twice_is_an_auth_error(hilos: responses.RequestsMock, statuses: tuple[int, int]):
+def test_a_token_refused_twice_is_an_auth_error(hilos: FakeHilos, statuses: tuple[int, int]):
     for status in statuses:
-        hilos.post(RUN_URL, json={"detail": "Invalid token."}, status=status)
+        hilos.answer_runs(reply(status, {"detail": "Invalid token."}))
     get_token = Mock(side_effect=[TEST_TOKEN, FRESH_TOKEN])
 
     with pytest.raises(HilosAuthError) as info:
@@ -241,8 +241,8 @@ def test_a_token_refused_twice_is_an_auth_error(hilos: responses.RequestsMock, s
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_429_and_5xx_are_unavailable_and_retryable(hilos: responses.RequestsMock, status: int):
-    hilos.post(RUN_URL, body="busy", status=status)
+def test_429_and_5xx_are_unavailable_and_retryable(hilos: FakeHilos, status: int):
+    hilos.answer_runs(reply(status, text="busy"))
 
     with pytest.raises(HilosUnavailableError) as info:
         start(make_client())
@@ -270,16 +270,16 @@ def http_date(seconds_from_now: float) -> str:
     ],
     ids=["delta-seconds", "fractional", "negative", "http-date", "past http-date"],
 )
-def test_retry_after_is_read_in_both_forms(hilos: responses.RequestsMock, header: str, low: float, high: float):
-    hilos.post(RUN_URL, status=503, headers={"Retry-After": header})
+def test_retry_after_is_read_in_both_forms(hilos: FakeHilos, header: str, low: float, high: float):
+    hilos.answer_runs(reply(503, headers={"Retry-After": header}))
     with pytest.raises(HilosUnavailableError) as info:
         start(make_client())
     assert info.value.retry_after is not None
     assert low <= info.value.retry_after <= high
 
 
-def test_an_unreadable_retry_after_is_ignored(hilos: responses.RequestsMock):
-    hilos.post(RUN_URL, status=429, headers={"Retry-After": "soon"})
+def test_an_unreadable_retry_after_is_ignored(hilos: FakeHilos):
+    hilos.answer_runs(reply(429, headers={"Retry-After": "soon"}))
     with pytest.raises(HilosUnavailableError) as info:
         start(make_client())
     assert info.value.retry_after is None
@@ -299,8 +299,8 @@ def unresolvable(url: str) -> requests.ConnectionError:
     [requests.ConnectTimeout("connect timed out"), refused(RUN_URL), unresolvable(RUN_URL)],
     ids=["connect timeout", "refused", "dns"],
 )
-def test_a_connection_that_never_opened_is_unavailable(hilos: responses.RequestsMock, failure: Exception):
-    hilos.post(RUN_URL, body=failure)
+def test_a_connection_that_never_opened_is_unavailable(hilos: FakeHilos, failure: Exception):
+    hilos.answer_runs(failure)
     with pytest.raises(HilosUnavailableError) as info:
         start(make_client())
     assert info.value.retryable
@@ -319,8 +319,8 @@ def test_a_connection_that_never_opened_is_unavailable(hilos: responses.Requests
     ],
     ids=["read timeout", "reset after send", "unknown connection error"],
 )
-def test_a_lost_answer_is_an_unknown_outcome(hilos: responses.RequestsMock, failure: Exception):
-    hilos.post(RUN_URL, body=failure)
+def test_a_lost_answer_is_an_unknown_outcome(hilos: FakeHilos, failure: Exception):
+    hilos.answer_runs(failure)
 
     with pytest.raises(HilosOutcomeUnknownError) as info:
         start(make_client())
@@ -331,8 +331,8 @@ def test_a_lost_answer_is_an_unknown_outcome(hilos: responses.RequestsMock, fail
     assert_no_token(info.value)
 
 
-def test_504_from_hilos_gateway_is_an_unknown_outcome(hilos: responses.RequestsMock):
-    hilos.post(RUN_URL, body="Gateway Timeout", status=504)
+def test_504_from_hilos_gateway_is_an_unknown_outcome(hilos: FakeHilos):
+    hilos.answer_runs(reply(504, text="Gateway Timeout"))
     with pytest.raises(HilosOutcomeUnknownError) as info:
         start(make_client())
     assert info.value.outcome_unknown
@@ -467,9 +467,9 @@ EXECUTION_URL = f"https://api.hilos.io/api/flow-execution/{HILOS_EXECUTION_ID}"
 
 
 def test_a_status_read_gets_the_execution_with_the_token_and_parses_status_and_counters(
-    hilos: responses.RequestsMock,
+    hilos: FakeHilos,
 ):
-    hilos.get(EXECUTION_URL, json=hilos_execution(status="RUNNING", running=3, completed=1, failed=1, expired=0))
+    hilos.answer_reads(reply(200, hilos_execution(status="RUNNING", running=3, completed=1, failed=1, expired=0)))
 
     execution = make_client().get_flow_execution(UUID(HILOS_EXECUTION_ID))
 
@@ -485,9 +485,9 @@ def test_a_status_read_gets_the_execution_with_the_token_and_parses_status_and_c
     [(404, ExecutionNotFoundError), (429, HilosUnavailableError), (400, HilosError), (504, HilosUnavailableError)],
 )
 def test_a_failed_status_read_is_never_an_unknown_run_outcome(
-    hilos: responses.RequestsMock, status: int, error_type: type[Exception]
+    hilos: FakeHilos, status: int, error_type: type[Exception]
 ):
-    hilos.get(EXECUTION_URL, json={"detail": "no"}, status=status)
+    hilos.answer_reads(reply(status, {"detail": "no"}))
 
     with pytest.raises(error_type) as info:
         make_client().get_flow_execution(UUID(HILOS_EXECUTION_ID))
@@ -496,9 +496,9 @@ def test_a_failed_status_read_is_never_an_unknown_run_outcome(
     assert not info.value.outcome_unknown  # type: ignore[attr-defined]
 
 
-def test_a_status_read_refreshes_a_refused_token_once(hilos: responses.RequestsMock):
-    hilos.get(EXECUTION_URL, status=401)
-    hilos.get(EXECUTION_URL, json=hilos_execution(status="COMPLETED"))
+def test_a_status_read_refreshes_a_refused_token_once(hilos: FakeHilos):
+    hilos.answer_reads(reply(401))
+    hilos.answer_reads(reply(200, hilos_execution(status="COMPLETED")))
     get_token = Mock(side_effect=[TEST_TOKEN, FRESH_TOKEN])
 
     execution = make_client(get_token).get_flow_execution(UUID(HILOS_EXECUTION_ID))
@@ -508,24 +508,11 @@ def test_a_status_read_refreshes_a_refused_token_once(hilos: responses.RequestsM
     assert hilos.calls[1].request.headers["Authorization"] == f"Token {FRESH_TOKEN}"
 
 
-def test_a_contact_list_that_echoes_the_token_in_a_reason_never_carries_it_further(hilos: responses.RequestsMock):
-    listed = {
-        "count": 1,
-        "next": None,
-        "previous": None,
-        "results": [
-            {
-                "contact": {"id": "c1", "phone": "+5215500000007"},
-                "status": "FAILED",
-                "reason": f"request had Authorization: Token {TEST_TOKEN}",
-                "flow_name": "f",
-                "is_chatbot_execution": False,
-            }
-        ],
-    }
-    hilos.get("https://api.hilos.io/api/flow-execution-contact", json=listed)
+def test_a_contact_list_that_echoes_the_token_in_a_reason_never_carries_it_further(hilos: FakeHilos):
+    execution_id = hilos.add_execution(["+5215500000007"])
+    hilos.contacts[execution_id][0].update(status="FAILED", reason=f"request had Authorization: Token {TEST_TOKEN}")
 
-    page = make_client().list_execution_contacts(UUID(HILOS_EXECUTION_ID), 1, 100)
+    page = make_client().list_execution_contacts(UUID(execution_id), 1, 100)
 
     [contact] = page.results
     assert contact.reason == "request had Authorization: Token [redacted]"
