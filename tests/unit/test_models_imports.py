@@ -12,7 +12,7 @@ LAYER_DIR = Path(__file__).resolve().parents[2] / "layers" / "hilos_runner"
 
 
 def test_the_special_use_domains_are_email_validators():
-    assert frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES) == models._SPECIAL_USE_DOMAINS
+    assert frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES) == models.SPECIAL_USE_DOMAINS
 
 
 def test_plain_addresses_do_not_import_email_validator_but_others_do():

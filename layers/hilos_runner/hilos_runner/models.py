@@ -66,10 +66,12 @@ _PLAIN_EMAIL = re.compile(
 # email_validator.SPECIAL_USE_DOMAIN_NAMES, copied (a unit test holds the two equal): importing
 # email-validator costs ~60 ms of every cold start (it compiles its RFC regexes), and plain addresses
 # never need it.
-_SPECIAL_USE_DOMAINS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+SPECIAL_USE_DOMAINS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 
 
-def _is_plain_email(value: str) -> bool:
+def is_plain_email(value: str) -> bool:
+    """True for an address email-validator surely accepts as it is, told without importing it (the cold-start fast
+    path); False leaves the address to email-validator."""
     if len(value) > 254 or not _PLAIN_EMAIL.fullmatch(value):
         return False
     labels = value.rsplit("@", 1)[1].lower().split(".")
@@ -77,11 +79,11 @@ def _is_plain_email(value: str) -> bool:
         return False
     # Special-use names (RFC 6761: "test", "localhost", ...) are refused by email-validator: leave
     # any address whose domain ends in one to it.
-    return not any(".".join(labels[i:]) in _SPECIAL_USE_DOMAINS for i in range(len(labels)))
+    return not any(".".join(labels[i:]) in SPECIAL_USE_DOMAINS for i in range(len(labels)))
 
 
 def _checked_email(value: str) -> str:
-    if not _is_plain_email(value):
+    if not is_plain_email(value):
         from email_validator import EmailNotValidError, validate_email
 
         # email-validator itself, not pydantic's wrapper, which also takes "Ana <ana@x.com>" (Hilos
