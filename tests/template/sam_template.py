@@ -4,15 +4,21 @@ template tests."""
 
 import copy
 import re
+import tomllib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from local.template import TEMPLATE_PATH
+from local.template import TEMPLATE_PATH, StackResources
 
 ROOT = TEMPLATE_PATH.parent
 SAMCONFIG_PATH = ROOT / "samconfig.toml"
+# The stacks samconfig.toml deploys (dev and prod), possibly into one account.
+DEPLOYED_STACKS = [
+    tomllib.loads(SAMCONFIG_PATH.read_text())[environment]["global"]["parameters"]["stack_name"]
+    for environment in ("dev", "prod")
+]
 
 
 class _NoManagedPolicies:
@@ -80,3 +86,14 @@ def inline_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str,
         for policy in role["Properties"].get("Policies", []):
             for statement in as_list(policy["PolicyDocument"]["Statement"]):
                 yield f"{role_name}/{policy['PolicyName']}/{statement.get('Sid', '')}", statement
+
+
+def global_variable(source: dict[str, Any], name: str) -> Any:
+    """A variable of every function's environment (the template's Globals)."""
+    return source["Globals"]["Function"]["Environment"]["Variables"][name]
+
+
+def stack(source: dict[str, Any], stack_name: str = "hilos-runner-test", **parameters: str) -> StackResources:
+    """The template's intrinsics resolved against parameter values (defaults otherwise), no AWS involved."""
+    defaults = {name: str(spec.get("Default", "")) for name, spec in source["Parameters"].items()}
+    return StackResources(source, stack_name, {**defaults, **parameters})
