@@ -47,6 +47,12 @@ def _invalid(name: str, body: str, field: str, **options: Any) -> BadInput:
     return BadInput(name, body, 422, "validation_error", field, **options)
 
 
+def _in_contact(name: str, members: str, field: str) -> BadInput:
+    """A run body whose one contact has PHONE and ``members`` (JSON text, possibly what json.dumps would never
+    write); the answer must name ``field`` of that contact."""
+    return _invalid(name, contacts_text('{"phone": "' + PHONE + '", ' + members + "}"), f"body.contact_list.0.{field}")
+
+
 def _phone(name: str, phone: str) -> BadInput:
     return _invalid(f"phone {name}", contacts_text(json.dumps({"phone": phone})), "body.contact_list.0.phone")
 
@@ -108,26 +114,14 @@ CASES: list[BadInput] = [
         contacts_text('{"phone": "' + PHONE + '", "default_assignees": [' + "9" * 5000 + "]}"),
         "body.contact_list.0.default_assignees.0",
     ),
-    _invalid(
-        "NaN in meta",
-        contacts_text('{"phone": "' + PHONE + '", "meta": {"score": NaN}}'),
-        "body.contact_list.0.meta.score",
-    ),
+    _in_contact("NaN in meta", '"meta": {"score": NaN}', "meta.score"),
     _invalid(
         "Infinity in flow_execution_variables",
         '{"contact_list": [{"phone": "' + PHONE + '"}], "flow_execution_variables": {"limit": Infinity}}',
         "body.flow_execution_variables.limit",
     ),
-    _invalid(
-        "-Infinity in meta",
-        contacts_text('{"phone": "' + PHONE + '", "meta": {"x": [-Infinity]}}'),
-        "body.contact_list.0.meta.x.0",
-    ),
-    _invalid(
-        "duplicate keys",
-        contacts_text('{"phone": "' + PHONE + '", "phone": "+5215512345679"}'),
-        "body.contact_list.0.phone",
-    ),
+    _in_contact("-Infinity in meta", '"meta": {"x": [-Infinity]}', "meta.x.0"),
+    _in_contact("duplicate keys", '"phone": "+5215512345679"', "phone"),
     _phone('"abc"', "abc"),
     _phone('"call me maybe"', "call me maybe"),
     _phone("with a NUL", "+52155\x0012345678"),
@@ -159,26 +153,10 @@ CASES: list[BadInput] = [
         routes=("bulk",),
     ),
     # -- found besides ------------------------------------------------------------------------------------------
-    _invalid(
-        "1e999 in meta (a float overflow)",
-        contacts_text('{"phone": "' + PHONE + '", "meta": {"x": 1e999}}'),
-        "body.contact_list.0.meta.x",
-    ),
-    _invalid(
-        "a whole number one past JSON's safe integers (2^53)",
-        contacts_text('{"phone": "' + PHONE + '", "meta": {"n": 9007199254740992}}'),
-        "body.contact_list.0.meta.n",
-    ),
-    _invalid(
-        "a lone surrogate in a name",
-        contacts_text('{"phone": "' + PHONE + '", "first_name": "\\ud800"}'),
-        "body.contact_list.0.first_name",
-    ),
-    _invalid(
-        "NUL escaped in meta",
-        contacts_text('{"phone": "' + PHONE + '", "meta": {"note": "a\\u0000b"}}'),
-        "body.contact_list.0.meta.note",
-    ),
+    _in_contact("1e999 in meta (a float overflow)", '"meta": {"x": 1e999}', "meta.x"),
+    _in_contact("a whole number one past JSON's safe integers (2^53)", '"meta": {"n": 9007199254740992}', "meta.n"),
+    _in_contact("a lone surrogate in a name", '"first_name": "\\ud800"', "first_name"),
+    _in_contact("NUL escaped in meta", '"meta": {"note": "a\\u0000b"}', "meta.note"),
     _invalid(
         "a line break in a tag name",
         contacts_text(json.dumps({"phone": PHONE, "tags": [{"name": "a\nb"}]})),

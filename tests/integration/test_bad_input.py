@@ -191,6 +191,11 @@ class TestDuplicates:
 # --- dry runs, body size ---------------------------------------------------------------------------------------
 
 
+def dry_run(num_contacts: int, contacts_to_send: int, **would: Any) -> dict[str, Any]:
+    """A dry run's answer: what the request holds and what would be sent (``hilos_calls``, ``duplicates_removed``)."""
+    return {"dry_run": True, "num_contacts": num_contacts, "contacts_to_send": contacts_to_send, **would}
+
+
 @pytest.mark.usefixtures("aws")
 class TestDryRun:
     def test_a_run_dry_run_answers_what_would_be_sent_and_sends_nothing(self, hilos: FakeHilos):
@@ -199,16 +204,8 @@ class TestDryRun:
         answer = call_run_api("POST", PATHS["runs"], body, query={"dry_run": "true"})
 
         assert answer.status == 200
-        assert answer.body == {
-            "dry_run": True,
-            "num_contacts": 3,
-            "contacts_to_send": 2,
-            "hilos_calls": 1,
-            "duplicates_removed": {
-                "count": 1,
-                "rows": [{"field": "body.contact_list.1", "same_as": "body.contact_list.0"}],
-            },
-        }
+        duplicate = {"field": "body.contact_list.1", "same_as": "body.contact_list.0"}
+        assert answer.body == dry_run(3, 2, hilos_calls=1, duplicates_removed={"count": 1, "rows": [duplicate]})
         assert len(hilos.calls) == 0
         assert stored_runs() == []
 
@@ -220,13 +217,7 @@ class TestDryRun:
         )
 
         assert answer.status == 200
-        assert answer.body == {
-            "dry_run": True,
-            "num_contacts": 600,
-            "contacts_to_send": 600,
-            "hilos_calls": 3,
-            "duplicates_removed": None,
-        }
+        assert answer.body == dry_run(600, 600, hilos_calls=3, duplicates_removed=None)
         assert runs_queue.take_bodies() == []
         assert stored_runs() == []
 

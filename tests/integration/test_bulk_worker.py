@@ -39,6 +39,16 @@ def message_run_id(message_id: str, part: int | None = None) -> uuid.UUID:
     return message_run_id(message_id, part)
 
 
+def acknowledged_and_rejected(answer: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """The record of ``message``, which the worker's ``answer`` acknowledged (no batch item failure) and which is
+    recorded REJECTED."""
+    assert answer == {"batchItemFailures": []}
+    record = record_of(message_run_id(message["messageId"]))
+    assert record is not None
+    assert record["status"] == "REJECTED"
+    return record
+
+
 def status(code: int, headers: dict[str, str] | None = None) -> Answer:
     return reply(code, {"detail": f"HTTP {code}"}, headers=headers)
 
@@ -172,11 +182,8 @@ class TestExactlyOnce:
 
         answer = call_bulk_worker([reused])
 
-        assert answer == {"batchItemFailures": []}
+        record = acknowledged_and_rejected(answer, reused)
         assert len(hilos.calls) == 1
-        record = record_of(message_run_id(reused["messageId"]))
-        assert record is not None
-        assert record["status"] == "REJECTED"
         assert "idempotency key" in record["last_error"]
 
     def test_a_large_message_is_split_and_a_redelivery_resumes_after_the_calls_made(self, hilos: FakeHilos):
@@ -273,11 +280,8 @@ class TestOutcomes:
 
         answer = call_bulk_worker([record])
 
-        assert answer == {"batchItemFailures": []}
+        stored = acknowledged_and_rejected(answer, record)
         assert len(hilos.calls) == 0
-        stored = record_of(message_run_id(record["messageId"]))
-        assert stored is not None
-        assert stored["status"] == "REJECTED"
         assert stored["source"] == "QUEUE"
         assert stored["last_error"].startswith("the message is not a valid QueuedRun")
         readable_flow = FLOW_ID in body

@@ -20,10 +20,7 @@ import urllib3.util.connection
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError
 
-from hilos_runner.errors import (
-    HilosOutcomeUnknownError,
-    HilosUnavailableError,
-)
+from hilos_runner.errors import HilosError, HilosOutcomeUnknownError, HilosUnavailableError
 from hilos_runner.hilos import build_session
 from tests.fake_hilos import FakeHilos, reply
 from tests.helpers import HILOS_EXECUTION_ID, RUN_URL, TEST_TOKEN, closed_port
@@ -77,6 +74,17 @@ def test_an_unreadable_retry_after_is_ignored(hilos: FakeHilos):
     assert info.value.retry_after is None
 
 
+def failed_run_call(hilos: FakeHilos, failure: Exception, error_type: type[HilosError]) -> HilosError:
+    """A run call whose connection fails with ``failure``: the client raises ``error_type`` after one call, without
+    the token."""
+    hilos.answer_runs(failure)
+    with pytest.raises(error_type) as info:
+        start(make_client())
+    assert len(hilos.calls) == 1
+    assert_no_token(info.value)
+    return info.value
+
+
 def refused(url: str) -> requests.ConnectionError:
     return requests.ConnectionError(MaxRetryError(None, url, reason=NewConnectionError(None, "refused")))  # type: ignore[arg-type]
 
@@ -92,11 +100,9 @@ def unresolvable(url: str) -> requests.ConnectionError:
     ids=["connect timeout", "refused", "dns"],
 )
 def test_a_connection_that_never_opened_is_unavailable(hilos: FakeHilos, failure: Exception):
-    hilos.answer_runs(failure)
-    with pytest.raises(HilosUnavailableError) as info:
-        start(make_client())
-    assert info.value.retryable
-    assert not info.value.outcome_unknown
+    error = failed_run_call(hilos, failure, HilosUnavailableError)
+    assert error.retryable
+    assert not error.outcome_unknown
 
 
 # --- the request was sent and no answer came: never resent ----------------------------------------
@@ -112,15 +118,9 @@ def test_a_connection_that_never_opened_is_unavailable(hilos: FakeHilos, failure
     ids=["read timeout", "reset after send", "unknown connection error"],
 )
 def test_a_lost_answer_is_an_unknown_outcome(hilos: FakeHilos, failure: Exception):
-    hilos.answer_runs(failure)
-
-    with pytest.raises(HilosOutcomeUnknownError) as info:
-        start(make_client())
-
-    assert info.value.outcome_unknown
-    assert not info.value.retryable
-    assert len(hilos.calls) == 1
-    assert_no_token(info.value)
+    error = failed_run_call(hilos, failure, HilosOutcomeUnknownError)
+    assert error.outcome_unknown
+    assert not error.retryable
 
 
 def test_504_from_hilos_gateway_is_an_unknown_outcome(hilos: FakeHilos):

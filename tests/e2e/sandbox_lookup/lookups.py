@@ -29,6 +29,8 @@ ITEM_SCHEMAS = {
 }
 # Phones ending in 7 fail, in 9 expire (the defaults); the others complete.
 PHONES = ["+5215500000017", "+5215500000029", "+5215500000031", "+5215500000042", "+5215500000057"]
+# The counters of a finished run of PHONES.
+FINISHED_COUNTERS = {"running": 0, "completed": 2, "failed": 2, "expired": 1, "canceled": 0}
 
 
 def started_sandbox() -> Iterator[HilosSandbox]:
