@@ -52,7 +52,7 @@ lint: venv
 	$(MAKE) --no-print-directory checkov
 
 ## make chaos: 1,000 queued runs through the local stack under a 30 % mix of Hilos faults; prints the
-## figures and fails unless 0 runs are lost and 0 started twice (tests/reliability/chaos.py). RUNS=n for another size.
+## figures and fails unless 0 runs are lost and 0 started twice (tests/reliability/chaos/). RUNS=n for another size.
 chaos: venv
 	$(PY) -m tests.reliability.chaos --runs $${RUNS:-1000}
 

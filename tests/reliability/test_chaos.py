@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from local.running_stack import RunningStack, start_stack, stop_stack
-from tests.reliability.chaos import (
-    FAULT_KINDS,
-    STACK_ARGS,
-    STACK_ENV,
-    STARTED_STATUSES,
-    ChaosPlan,
-    ChaosReport,
-    run_chaos,
-)
+from tests.reliability.chaos.drive import run_chaos
+from tests.reliability.chaos.plan import FAULT_KINDS, STACK_ARGS, STACK_ENV, STARTED_STATUSES, ChaosPlan
+from tests.reliability.chaos.report import ChaosReport
 
 pytestmark = pytest.mark.e2e
 
