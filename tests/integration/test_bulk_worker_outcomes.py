@@ -109,6 +109,7 @@ class TestRetries:
             (reply(503, headers={"Retry-After": "86400"}), 300),  # capped by RETRY_AFTER_MAX_SECONDS
             (reply(503), 10),  # no hint: RETRY_BASE_DELAY_SECONDS for a first attempt
         ],
+        ids=["429 retry-after 17", "503 retry-after a day", "503 no hint"],
     )
     def test_retry_after_sets_the_messages_visibility_capped(
         self, hilos: FakeHilos, runs_queue: RunsQueue, hilos_answer: Answer, visibility: int
