@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from local.running_stack import REPO_ROOT, RunningStack, wait_for
 from tests.e2e.conftest import stack_of_tests
-from tests.e2e.local_stack import REPO_ROOT, RunningStack, wait_for
 
 pytestmark = pytest.mark.e2e
 

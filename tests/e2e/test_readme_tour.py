@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from local.running_stack import REPO_ROOT, RunningStack
 from tests.e2e.conftest import stack_of_tests
-from tests.e2e.local_stack import REPO_ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
