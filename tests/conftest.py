@@ -69,11 +69,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator["StackResources"]:  # noqa:
 @pytest.fixture
 def worker(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The `aws` stack with bulk_worker's environment from template.yaml (Globals + its own variables)."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     use_function_environment(aws, "BulkWorkerFunction", monkeypatch.setenv)
     yield aws
-    wiring.reset()
+    factories.reset()
 
 
 @pytest.fixture

@@ -172,8 +172,8 @@ class TestExactlyOnce:
         assert parts[1]["attempts"] == 2  # type: ignore[index]
 
     def test_a_run_left_in_sending_by_a_crashed_attempt_is_not_resent(self, hilos: FakeHilos):
-        from hilos_runner import wiring
-        from hilos_runner.executions import ExecutionRecord, RunSource, RunStatus
+        from hilos_runner import factories
+        from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 
         record = sqs_record(queued_run())
         run_id = message_run_id(record["messageId"])
@@ -193,7 +193,7 @@ class TestExactlyOnce:
 
 class TestBulkChunks:
     def test_a_chunk_queued_by_the_api_updates_its_own_record(self, hilos: FakeHilos):
-        from hilos_runner import wiring
+        from hilos_runner import factories
         from hilos_runner.chunking import chunk_run_id
         from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
 

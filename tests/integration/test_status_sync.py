@@ -174,7 +174,7 @@ def test_refresh_on_demand_reads_hilos_now_and_a_canceled_run_is_terminal(
 
 
 def test_two_syncs_of_one_run_never_announce_it_twice(aws: Any, hilos: FakeHilos, finished_events: Any):
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from hilos_runner.sync import SyncOutcome
 
     run_id = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(1)).body["run"]["run_id"]

@@ -17,7 +17,7 @@ def test_a_late_retry_note_never_overwrites_a_run_another_delivery_submitted(
     from hilos_runner.execution_records import RunStatus
 
     hilos.answer_runs(reply(503))
-    store = wiring.execution_store()
+    store = factories.execution_store()
     read_record = store.get
 
     def read_then_lose_the_race(run_id: Any) -> Any:

@@ -9,9 +9,9 @@ from tests.helpers import FLOW_ID, contact
 
 
 def record_of(run_id: str | uuid.UUID) -> dict[str, Any] | None:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    record = wiring.execution_store().get(uuid.UUID(str(run_id)))
+    record = factories.execution_store().get(uuid.UUID(str(run_id)))
     return record.model_dump(mode="json") if record else None
 
 
@@ -42,10 +42,10 @@ def one_contact_run(phone: str, **overrides: Any) -> dict[str, Any]:
 
 def visibility_changes() -> list[dict[str, Any]]:
     """Every ChangeMessageVisibility the worker makes from now on."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     calls: list[dict[str, Any]] = []
-    wiring.sqs_client().meta.events.register(
+    factories.aws_client("sqs").meta.events.register(
         "provide-client-params.sqs.ChangeMessageVisibility", lambda params, **_: calls.append(dict(params))
     )
     return calls

@@ -131,7 +131,7 @@ class TestWorkerKilledMidBatch:
         assert [record_of(run_id_of(r)).status for r in batch[:2]] == ["SUBMITTED", "SUBMITTED"]
 
     def test_before_the_call_was_made_the_run_is_sent_once_after_the_expiry(self, fast_calls: None, hilos: FakeHilos):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
         batch = [one_contact_message(phone) for phone in PHONES]
         third_run_id = str(run_id_of(batch[2]))
@@ -171,7 +171,7 @@ class TestSecretsManagerDown:
     ):
         from hilos_runner import factories
 
-        inject(wiring.secrets_client(), "GetSecretValue", error)
+        inject(factories.aws_client("secretsmanager"), "GetSecretValue", error)
 
         answer = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body())
 
@@ -187,9 +187,13 @@ class TestSecretsManagerDown:
         assert len(hilos.created_phones) == 1
 
     def test_the_worker_fails_the_record_and_the_message_comes_back_then_starts_once(self, hilos: FakeHilos):
-        from hilos_runner import wiring
+        from hilos_runner import factories
 
-        inject(wiring.secrets_client(), "GetSecretValue", lambda: aws_error("ThrottlingException", "GetSecretValue"))
+        inject(
+            factories.aws_client("secretsmanager"),
+            "GetSecretValue",
+            lambda: aws_error("ThrottlingException", "GetSecretValue"),
+        )
         record = one_contact_message(PHONES[0])
 
         first = call_bulk_worker([record])

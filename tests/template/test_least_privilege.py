@@ -153,8 +153,8 @@ def drive_status_sync(hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch) -> None
     finished = hilos.add_execution(["+5215512345678"])
     hilos.finish(finished)
     gone = uuid.uuid4()  # an execution Hilos no longer knows: the failure is noted on the record
-    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=finished))
-    wiring.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
+    factories.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=finished))
+    factories.execution_store().put(execution_record(run_id=uuid.uuid4(), hilos_execution_id=gone))
     monkeypatch.setenv("STATUS_SYNC_MIN_INTERVAL_SECONDS", "0")
     context = LocalLambdaContext(function_name="status-sync", timeout_seconds=120)
     report = status_sync.lambda_handler(scheduled_event(rule_arn("status-sync")), context)

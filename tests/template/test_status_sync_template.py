@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hilos_runner.executions import SYNC_INDEX_NAME
+from hilos_runner.execution_store import SYNC_INDEX_NAME
 from hilos_runner.settings import Settings
 from local.stack_resources import create_stack_resources
 from tests.template.sam_template import (

@@ -10,10 +10,10 @@ from tests.integration.reconcile.lost_runs import QUICK
 
 @pytest.fixture
 def hilos_lists(aws: Any, hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch) -> FakeHilos:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     for name, value in QUICK.items():
         monkeypatch.setenv(name, value)
-    wiring.reset()
+    factories.reset()
     hilos.page_size = 2
     return hilos

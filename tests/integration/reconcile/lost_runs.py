@@ -20,9 +20,9 @@ CALL_BUDGET_SECONDS = 0.2
 
 
 def record(run_id: str) -> Any:
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
-    found = wiring.execution_store().get(run_id)
+    found = factories.execution_store().get(run_id)
     assert found is not None
     return found
 

@@ -76,7 +76,7 @@ def test_refresh_true_reconciles_an_ambiguous_run_at_once(aws: Any, hilos_lists:
 def test_not_found_is_resent_once_after_the_grace_period_and_never_again(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     run_id = lost_run(hilos_lists, "before")
     assert hilos_lists.created == []
@@ -89,7 +89,7 @@ def test_not_found_is_resent_once_after_the_grace_period_and_never_again(
     assert waiting.next_sync_at == waiting.sent_at + timedelta(seconds=3600)  # looked at again once it is over
 
     # The grace period over (its send ten minutes back, due now):
-    wiring.execution_store().put(
+    factories.execution_store().put(
         waiting.model_copy(update={"sent_at": minutes_ago(10), "next_sync_at": minutes_ago(0)})
     )
     report = sync_pass(aws, monkeypatch, RECONCILE_GRACE_SECONDS="300")
@@ -172,12 +172,12 @@ def test_a_crash_between_the_resends_record_and_its_call_never_starts_it_twice(
 def test_a_sending_record_left_by_a_failed_final_write_is_found(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from tests.reliability.faults import aws_error, inject
 
     # The write of Hilos' answer (a conditional PutItem, SUBMITTED) is throttled on every attempt.
     inject(
-        wiring.dynamodb_client(),
+        factories.aws_client("dynamodb"),
         "PutItem",
         lambda: aws_error("ProvisionedThroughputExceededException", "PutItem"),
         when=lambda params: params["Item"]["status"]["S"] == "SUBMITTED",

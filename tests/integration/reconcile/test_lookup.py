@@ -17,7 +17,7 @@ from tests.integration.reconcile.lost_runs import lost_run, past_the_call_budget
 def test_two_candidates_are_never_resent_and_alarm_once_past_the_bound(
     aws: Any, hilos_lists: FakeHilos, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     run_id = lost_run(hilos_lists, "after")
     phone = run_body()["contact_list"][0]["phone"]
@@ -34,7 +34,7 @@ def test_two_candidates_are_never_resent_and_alarm_once_past_the_bound(
     assert "RunsUnresolved" not in capsys.readouterr().out  # not yet past RECONCILE_ALARM_AFTER_SECONDS
 
     # An hour later it is still undecided: counted in RunsUnresolved (alarmed), still never resent.
-    store = wiring.execution_store()
+    store = factories.execution_store()
     store.put(undecided.model_copy(update={"sent_at": minutes_ago(61), "next_sync_at": minutes_ago(1)}))
     for execution in hilos_lists.executions:
         execution["created_on"] = minutes_ago(61).isoformat()
@@ -153,7 +153,7 @@ def big_body(contacts: int = 1000) -> dict[str, Any]:
 
 
 def test_a_large_keyed_request_starts_once_and_gets_the_same_answer_on_repeat(aws: Any, hilos_lists: FakeHilos):
-    from hilos_runner import wiring
+    from hilos_runner import factories
 
     body = big_body()
     assert len(json.dumps(body)) > 900_000
@@ -168,18 +168,18 @@ def test_a_large_keyed_request_starts_once_and_gets_the_same_answer_on_repeat(aw
     assert "contact_list" not in first.body["hilos"]  # Hilos' echo of the contacts is not kept or answered
     assert hilos_lists.run_calls == 1
     # The body kept for a resend is the one sent, whole, over several items.
-    kept = wiring.execution_store().request_body(first.body["run"]["run_id"])
+    kept = factories.execution_store().request_body(first.body["run"]["run_id"])
     assert kept is not None
     assert json.loads(kept)["contact_list"] == body["contact_list"]
 
 
 def test_once_hilos_was_called_a_failure_to_store_the_answer_is_not_nothing_started(aws: Any, hilos_lists: FakeHilos):
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from tests.reliability.faults import aws_error, inject
 
     # Powertools' write of the result for the key (UpdateItem on the idempotency table) fails.
     inject(
-        wiring.dynamodb_client(),
+        factories.aws_client("dynamodb"),
         "UpdateItem",
         lambda: aws_error("ProvisionedThroughputExceededException", "UpdateItem"),
     )
@@ -190,7 +190,7 @@ def test_once_hilos_was_called_a_failure_to_store_the_answer_is_not_nothing_star
     assert answer.status == 201, answer.body
     assert hilos_lists.run_calls == 1
     # The key's run id comes from flow, key and body: a repeat finds the run, not a second Hilos call.
-    wiring.reset()
+    factories.reset()
     _drop_idempotency_records()
     repeat = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), headers=headers)
     assert repeat.status == 201
@@ -200,9 +200,9 @@ def test_once_hilos_was_called_a_failure_to_store_the_answer_is_not_nothing_star
 
 def _drop_idempotency_records() -> None:
     """As if Powertools' IN_PROGRESS record had expired (it does when the invocation's time is up)."""
-    from hilos_runner import wiring
+    from hilos_runner import factories
     from hilos_runner.settings import get_settings
 
-    client, table = wiring.dynamodb_client(), get_settings().idempotency_table_name
+    client, table = factories.aws_client("dynamodb"), get_settings().idempotency_table_name
     for item in client.scan(TableName=table)["Items"]:
         client.delete_item(TableName=table, Key={"id": item["id"]})
