@@ -55,7 +55,31 @@ def rate_seconds(expression: str) -> float:
     return float(value * _UNIT_SECONDS[singular])
 
 
-class ScheduleRunner:
+class LoopThread:
+    """A loop (``_run``) on its own daemon thread, asked to stop with ``request_stop()`` and joined with a bound."""
+
+    def _init_thread(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join(timeout=_STOP_GRACE_SECONDS)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+class ScheduleRunner(LoopThread):
     """Fires one schedule in a background thread: every ``interval_seconds``, one invocation at a time."""
 
     def __init__(
@@ -77,23 +101,7 @@ class ScheduleRunner:
         self._region = region
         self._account = account
         self._invoke = invoke
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"schedule-{source.function_logical_id}-{source.event_name}", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def join(self) -> None:
-        self._thread.join(timeout=_STOP_GRACE_SECONDS)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        self._init_thread(f"schedule-{source.function_logical_id}-{source.event_name}")
 
     def event(self) -> dict[str, Any]:
         if self.source.input is not None:

@@ -187,6 +187,7 @@ class LocalStack:
         web_url = self._start_web_page(cors, api_url)
         self._start_pollers(session, sources)
         self._start_schedules(schedules, region)
+        schedule_groups = self._start_one_time_schedules(session, stack)
         elapsed = time.monotonic() - started
         endpoints = {
             "api_url": api_url,
@@ -203,6 +204,7 @@ class LocalStack:
         self.info = {
             **self._describe(stack, sources, specs, endpoints),
             **_describe_events(completion_events, schedules, region),
+            "schedule_groups": schedule_groups,
             "startup_seconds": round(elapsed, 2),
         }
         self._write_stack_file()
@@ -305,6 +307,9 @@ class LocalStack:
         if sandbox and "hilos_status_read_timeout_seconds" in Settings.model_fields:
             # The sandbox answers "slow" faults just after the read timeout: status reads time out on them too.
             variables.setdefault("HILOS_STATUS_READ_TIMEOUT_SECONDS", f"{min(read_timeout, 60):g}")
+        if "schedule_min_lead_seconds" in Settings.model_fields and "SCHEDULE_MIN_LEAD_SECONDS" not in set_by_template:
+            # Every scheduled run through a schedule, however soon: the local one fires to the second, not the minute.
+            variables.setdefault("SCHEDULE_MIN_LEAD_SECONDS", "0")
         if self.config.sync_interval is not None:
             # With the local tick, every tick reads every started run (deployed: 60 s after the last read at
             # the earliest, backing off to an hour), so a run is seen moving within seconds.
@@ -429,6 +434,20 @@ class LocalStack:
             for source, interval in schedules
         ]
         self._start_background("schedules", runners)
+
+    def _start_one_time_schedules(self, session: _EndpointSession, stack: StackResources) -> list[str]:
+        """Scheduled runs: fire the one-time schedules the functions create at their time (moto keeps them but never
+        fires them)."""
+        from local.schedules import OneTimeSchedules
+
+        groups = [
+            stack.physical_ids[logical_id] for logical_id in stack.resources_of_type("AWS::Scheduler::ScheduleGroup")
+        ]
+        if groups:
+            self._start_background(
+                "one-time schedules", [OneTimeSchedules(session.client("scheduler"), session.client("sqs"), groups)]
+            )
+        return groups
 
     def _start_background(self, name: str, workers: Sequence[_BackgroundWorker]) -> None:
         """Start background loops (pollers, schedules) and register their stop: every one is asked to stop

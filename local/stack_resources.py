@@ -24,7 +24,8 @@ def create_stack_resources(
     parameters: dict[str, str] | None = None,
     template: dict[str, Any] | None = None,
 ) -> StackResources:
-    """Create tables, queues, event buses and the token secret of template.yaml through ``session``'s clients.
+    """Create tables, queues, event buses, schedule groups and the token secret of template.yaml through ``session``'s
+    clients (roles are only named).
 
     Existing resources are reused (a local stack restarted against the same endpoint).
     """
@@ -33,6 +34,8 @@ def create_stack_resources(
     _create_queues(session, stack)
     _create_tables(session, stack)
     _create_event_buses(session, stack)
+    _create_schedule_groups(session, stack)
+    _name_roles(stack)
     return stack
 
 
@@ -112,6 +115,31 @@ def _create_event_buses(session: Any, stack: StackResources) -> None:
         stack.physical_ids[logical_id] = name
         stack.attributes[(logical_id, "Name")] = name
         stack.attributes[(logical_id, "Arn")] = ensure_event_bus(client, name)
+
+
+def _create_schedule_groups(session: Any, stack: StackResources) -> None:
+    groups = stack.resources_of_type("AWS::Scheduler::ScheduleGroup")
+    if not groups:
+        return
+    client = session.client("scheduler")
+    for logical_id, resource in groups.items():
+        name = str(stack.resolve(resource["Properties"]["Name"]))
+        try:  # looked up first: moto's create would replace an existing group, and its schedules with it
+            arn = client.get_schedule_group(Name=name)["Arn"]
+        except client.exceptions.ResourceNotFoundException:
+            arn = client.create_schedule_group(Name=name)["ScheduleGroupArn"]
+        stack.physical_ids[logical_id] = name
+        stack.attributes[(logical_id, "Arn")] = arn
+
+
+def _name_roles(stack: StackResources) -> None:
+    """The ARNs the template's roles would have. Not created: nothing local assumes them (what they allow is
+    checked by the template tests against what each function calls)."""
+    account = stack.resolve({"Ref": "AWS::AccountId"})
+    for logical_id in stack.resources_of_type("AWS::IAM::Role"):
+        name = f"{stack.stack_name}-{logical_id}"
+        stack.physical_ids[logical_id] = name
+        stack.attributes[(logical_id, "Arn")] = f"arn:aws:iam::{account}:role/{name}"
 
 
 def ensure_event_bus(client: Any, name: str) -> str:

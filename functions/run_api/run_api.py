@@ -7,6 +7,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import AwareDatetime
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
 from hilos_runner import json_input, priming
@@ -28,13 +29,14 @@ from hilos_runner.contacts_input import media_type_of, parse_contacts, variables
 from hilos_runner.duplicates import OnDuplicate
 from hilos_runner.errors import NotFoundError
 from hilos_runner.execution_records import ExecutionRecord, RunPage
-from hilos_runner.factories import bulk_service, execution_store, retry_service, status_sync
+from hilos_runner.factories import bulk_service, execution_store, retry_service, run_scheduler, status_sync
 from hilos_runner.idempotency import idempotency_config, start_run, submit_bulk
 from hilos_runner.intake import DRY_RUN_HELP, ON_DUPLICATE_HELP, DryRun, bulk_dry_run, run_command, run_dry_run
 from hilos_runner.models import IDEMPOTENCY_KEY_PATTERN, FlowRunRequest
 from hilos_runner.observability import logger, metrics, tracer
 from hilos_runner.retries import RetryRequest
 from hilos_runner.runs import RunResult
+from hilos_runner.scheduling import START_AT_HELP, check_start_at
 from hilos_runner.settings import get_settings
 
 API_TITLE = "hilos-runner"
@@ -42,6 +44,7 @@ API_VERSION = "1.0.0"
 GET_RUN, GET_BULK_RUN = "get_run", "get_bulk_run"  # operationIds the creating operations link to
 OnDuplicateQuery = Annotated[OnDuplicate, Query(description=ON_DUPLICATE_HELP)]
 DryRunQuery = Annotated[bool, Query(description=DRY_RUN_HELP)]
+StartAtQuery = Annotated[AwareDatetime | None, Query(description=START_AT_HELP)]
 
 # Bodies are read by json_input: depth, NaN, big numbers, duplicate keys and NUL refused, naming the field.
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=json_input.loads)
@@ -56,20 +59,25 @@ register_after_restore(priming.after_restore)
     "/flows/<flow_id>/runs",
     summary="Start a flow for a list of contacts",
     responses=answer(201, "Started", RunResult, links={"GetRun": (GET_RUN, {"run_id": "$response.body#/run/run_id"})})
+    | answer(202, "start_at: recorded SCHEDULED, starts then", RunResult)
     | answer(200, "dry_run=true: checked, nothing sent", DryRun)
     | error_responses(409, 413, 415, 422, 502, 503, 504),
 )
-def create_run(
+def create_run(  # Powertools passes every parameter by name
     flow_id: UUID,
     run: FlowRunRequest,
+    *,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, description="Repeat-safe key."),
     ] = None,
     on_duplicate: OnDuplicateQuery = OnDuplicate.DROP,
     dry_run: DryRunQuery = False,
+    start_at: StartAtQuery = None,
 ):
     command = run_command(flow_id, run, on_duplicate=on_duplicate, idempotency_key=idempotency_key)
+    if start_at is not None:
+        command.start_at = check_start_at(start_at, get_settings(), field="query.start_at")
     if dry_run:
         return json_response(200, run_dry_run(command).model_dump_json())
     return run_answer(start_run(command))
@@ -91,6 +99,15 @@ def get_run(
     if refresh:
         record, _ = status_sync().refresh(record)
     return json_response(200, record.model_dump_json())
+
+
+@app.delete(
+    "/runs/<run_id>",
+    summary="Cancel a scheduled run before its start time (it is never sent to Hilos)",
+    responses=answer(200, "Canceled: CANCELED, canceled_at set", ExecutionRecord) | error_responses(404, 409, 422, 503),
+)
+def cancel_run(run_id: UUID):
+    return json_response(200, run_scheduler().cancel_run(run_id).model_dump_json())
 
 
 StatusFilter = Annotated[
@@ -165,6 +182,9 @@ def create_bulk_run(  # Powertools passes every parameter by name
     ] = None,
     on_duplicate: OnDuplicateQuery = OnDuplicate.DROP,
     dry_run: DryRunQuery = False,
+    start_at: Annotated[
+        AwareDatetime | None, Query(description=f"For CSV or bare-list bodies. {START_AT_HELP}")
+    ] = None,
 ):
     event = app.current_event
     settings = get_settings()
@@ -173,10 +193,14 @@ def create_bulk_run(  # Powertools passes every parameter by name
         media_type_of(event.headers.get("content-type")),
         has_priority=has_priority,
         flow_execution_variables=variables_from_json(flow_execution_variables, field="query.flow_execution_variables"),
+        start_at=start_at,
         location="body",
         max_contacts=settings.bulk_max_contacts,
         on_duplicate=on_duplicate,
     )
+    if request.start_at is not None:
+        field = "query.start_at" if start_at is not None else "body.start_at"
+        request.start_at = check_start_at(request.start_at, settings, field=field)
     command = BulkCommand(flow_id=flow_id, request=request, idempotency_key=idempotency_key)
     if dry_run:
         return json_response(200, bulk_dry_run(command, settings.bulk_chunk_size).model_dump_json())
@@ -190,6 +214,17 @@ def create_bulk_run(  # Powertools passes every parameter by name
     responses=answer(200, "Progress", BulkRunStatus) | error_responses(404, 422),
 )
 def get_bulk_run(bulk_id: UUID):
+    return json_response(200, bulk_service().status(bulk_id).model_dump_json())
+
+
+@app.delete(
+    "/bulk-runs/<bulk_id>",
+    summary="Cancel a scheduled bulk run before its start time (no chunk is sent to Hilos)",
+    responses=answer(200, "Canceled: the bulk run and every chunk CANCELED", BulkRunStatus)
+    | error_responses(404, 409, 422, 503),
+)
+def cancel_bulk_run(bulk_id: UUID):
+    run_scheduler().cancel_bulk(bulk_id)
     return json_response(200, bulk_service().status(bulk_id).model_dump_json())
 
 

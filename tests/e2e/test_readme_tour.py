@@ -62,7 +62,7 @@ def stack(checkout: Path) -> Iterator[RunningStack]:
 
 def test_every_block_of_the_tour_shows_what_the_readme_says(stack: RunningStack, checkout: Path):
     blocks = tour_blocks((REPO_ROOT / "README.md").read_text())
-    assert len(blocks) == 8, "the tour has 8 steps, each with its block"
+    assert len(blocks) == 9, "the tour has 9 steps, each with its block"
     assert sum(len(expected_lines(block)) for block in blocks) >= 15, "the tour shows what its commands print"
     script = ["set -euo pipefail"]
     for number, block in enumerate(blocks, 1):

@@ -3,6 +3,7 @@ the branches of an Fn::If, what a value refers to, the statements of every inlin
 template tests."""
 
 import copy
+import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -97,3 +98,33 @@ def stack(source: dict[str, Any], stack_name: str = "hilos-runner-test", **param
     """The template's intrinsics resolved against parameter values (defaults otherwise), no AWS involved."""
     defaults = {name: str(spec.get("Default", "")) for name, spec in source["Parameters"].items()}
     return StackResources(source, stack_name, {**defaults, **parameters})
+
+
+def granted(translated: dict[str, Any], role: str) -> set[tuple[str, str]]:
+    """(action, resource) of every inline statement of ``role``, both branches of every Fn::If."""
+    grants = set()
+    for where, statement in inline_statements(translated):
+        if not where.startswith(f"{role}/"):
+            continue
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                for value in alternatives(resource):
+                    grants.add((action, _resource_name(value)))
+    return grants
+
+
+def _resource_name(value: Any) -> str:
+    text = json.dumps(value)
+    if "event-bus/" in text:
+        return "event-bus"
+    names = references(value) - {"ExistingTokenSecretArn", "CompletionEventBusName"}
+    (name,) = names or {"ExistingTokenSecret"}
+    index = text.split("/index/")[1].split('"')[0] if "/index/" in text else None
+    return f"{name}/index/{index}" if index else name
+
+
+def role_of(translated: dict[str, Any], function: str) -> str:
+    for name, resource in resources_of(translated, "AWS::Lambda::Function").items():
+        if name == function:
+            return str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
+    raise AssertionError(function)

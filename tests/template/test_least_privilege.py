@@ -4,18 +4,21 @@ every call its code makes is granted.
 Each function runs its paths in-process under moto, in its own environment from template.yaml, while a botocore
 hook records every AWS call (action and resource). The paths: run_api starts runs (with and without a key, one
 that Hilos refuses), lists and refreshes runs (a refresh that finishes a run publishes its event), submits and
-reads a bulk run; bulk_worker takes messages (one started, one Hilos answers 503: delayed); status_sync syncs a run
-to its end. What the event source mapping does with bulk_worker's role (receive, delete, queue attributes) and
-what Lambda does with every role (logs) is granted for them, not for the code.
+reads a bulk run, schedules and cancels a run and a bulk run; bulk_worker takes messages (one started, one
+Hilos answers 503: delayed, one scheduled) and starts a scheduled bulk run; status_sync syncs a run to its end.
+What the event source mapping does with bulk_worker's role (receive, delete, queue attributes) and what Lambda
+does with every role (logs) is granted for them, not for the code.
 """
 
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from hilos_runner.chunking import chunk_run_id
 from tests.fake_hilos import USUAL, FakeHilos, reply
 from tests.helpers import (
     FLOW_ID,
@@ -27,7 +30,7 @@ from tests.helpers import (
     run_body,
     use_function_environment,
 )
-from tests.template.sam_template import alternatives, as_list, inline_statements, references, resources_of
+from tests.template.sam_template import granted, role_of
 
 # Used by AWS on the function's behalf, not by its code.
 EVENT_SOURCE_MAPPING_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
@@ -59,6 +62,8 @@ class CallRecorder:
         service = model.service_model.signing_name
         action = f"{service}:{model.name}"
         self.calls.add((ACTION_OF_OPERATION.get(action, action), self._resource(params)))
+        if "RoleArn" in params.get("Target", {}):  # a schedule's target role is passed to EventBridge Scheduler
+            self.calls.add(("iam:PassRole", self._logical[params["Target"]["RoleArn"]]))
 
     def _resource(self, params: dict[str, Any]) -> str:
         if "RequestItems" in params:
@@ -73,37 +78,9 @@ class CallRecorder:
             return self._logical.get(params["SecretId"], params["SecretId"])
         if "Entries" in params:
             return "event-bus"
+        if "GroupName" in params:  # EventBridge Scheduler: a schedule of the group
+            return self._logical[params["GroupName"]]
         raise AssertionError(f"no resource in {sorted(params)}")
-
-
-def granted(translated: dict[str, Any], role: str) -> set[Call]:
-    """(action, resource) of every inline statement of ``role``, both branches of every Fn::If."""
-    grants = set()
-    for where, statement in inline_statements(translated):
-        if not where.startswith(f"{role}/"):
-            continue
-        for action in as_list(statement["Action"]):
-            for resource in as_list(statement["Resource"]):
-                for value in alternatives(resource):
-                    grants.add((action, _resource_name(value)))
-    return grants
-
-
-def _resource_name(value: Any) -> str:
-    text = json.dumps(value)
-    if "event-bus/" in text:
-        return "event-bus"
-    names = references(value) - {"ExistingTokenSecretArn", "CompletionEventBusName"}
-    (name,) = names or {"ExistingTokenSecret"}
-    index = text.split("/index/")[1].split('"')[0] if "/index/" in text else None
-    return f"{name}/index/{index}" if index else name
-
-
-def role_of(translated: dict[str, Any], function: str) -> str:
-    for name, resource in resources_of(translated, "AWS::Lambda::Function").items():
-        if name == function:
-            return str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
-    raise AssertionError(function)
 
 
 @pytest.fixture
@@ -134,6 +111,12 @@ def drive_run_api(hilos: FakeHilos) -> None:
     bulk = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", run_body(3), headers={"Idempotency-Key": "b-1"})
     assert bulk.status == 202
     assert call_run_api("GET", f"/bulk-runs/{bulk.body['id']}").status == 200
+    later = {"start_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    scheduled = call_run_api("POST", f"/flows/{FLOW_ID}/runs", run_body(), query=later)  # a schedule, its role passed
+    assert scheduled.status == 202
+    assert call_run_api("DELETE", f"/runs/{scheduled.body['run']['run_id']}").status == 200  # the schedule deleted
+    scheduled_bulk = call_run_api("POST", f"/flows/{FLOW_ID}/bulk-runs", {**run_body(3), **later})
+    assert call_run_api("DELETE", f"/bulk-runs/{scheduled_bulk.body['id']}").status == 200
 
 
 def drive_bulk_worker(hilos: FakeHilos) -> None:
@@ -142,6 +125,30 @@ def drive_bulk_worker(hilos: FakeHilos) -> None:
     hilos.answer_runs(USUAL, reply(503))
     answer = call_bulk_worker([sqs_record(queued_run(1)), sqs_record(queued_run(1, idempotency_key="q-2"))])
     assert len(answer["batchItemFailures"]) == 1  # the 503: delayed with ChangeMessageVisibility
+    drive_scheduled_starts()
+
+
+def drive_scheduled_starts() -> None:
+    """A queued message with start_at (its schedule created, its role passed), and the start of a scheduled bulk run
+    (its chunks read in a batch, a start message per chunk queued)."""
+    from hilos_runner import factories
+    from hilos_runner.execution_records import RunStatus
+    from local.events import sqs_record
+    from tests.helpers import execution_record
+
+    start_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    answer = call_bulk_worker([sqs_record(queued_run(1, start_at=start_at))])
+    assert answer["batchItemFailures"] == []
+    bulk_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    chunk = execution_record(
+        run_id=chunk_run_id(bulk_id, 0), parent_id=bulk_id, chunk_index=0, status=RunStatus.SCHEDULED, start_at=now
+    )
+    factories.execution_store().put(chunk)
+    parent = execution_record(run_id=bulk_id, num_chunks=1, status=RunStatus.SCHEDULED, start_at=now)
+    factories.execution_store().put(parent)
+    answer = call_bulk_worker([sqs_record(json.dumps({"scheduled_runs": [str(bulk_id)]}))])
+    assert answer["batchItemFailures"] == []
 
 
 def drive_status_sync(hilos: FakeHilos, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,9 +83,13 @@ def test_the_worker_role_may_consume_only_the_runs_queue(translated: dict[str, A
         "Fn::GetAtt": ["BulkWorkerRole", "Arn"]
     }
     sqs = [s for s in statements_of(translated, "BulkWorkerRole") if any("sqs:" in a for a in as_list(s["Action"]))]
-    assert len(sqs) == 1
+    assert len(sqs) == 2  # consuming, and the start messages of scheduled runs (hilos_runner.scheduling)
     assert set(as_list(sqs[0]["Action"])) == SQS_WORKER_ACTIONS
     assert as_list(sqs[0]["Resource"]) == [{"Fn::GetAtt": ["RunsQueue", "Arn"]}]
+    assert (as_list(sqs[1]["Action"]), as_list(sqs[1]["Resource"])) == (
+        ["sqs:SendMessage"],
+        [{"Fn::GetAtt": ["RunsQueue", "Arn"]}],
+    )
 
 
 def test_the_worker_role_names_exactly_what_the_worker_uses(translated: dict[str, Any]):
@@ -103,7 +107,15 @@ def test_the_worker_role_names_exactly_what_the_worker_uses(translated: dict[str
         "dynamodb:BatchWriteItem",  # a run's SENDING record with the body kept for reconciliation
         "logs:CreateLogStream",
         "logs:PutLogEvents",
+        # Scheduled runs: a queued message's schedule, and a scheduled bulk run's chunks read and started.
+        "scheduler:CreateSchedule",
+        "iam:PassRole",
+        "sqs:SendMessage",
+        "dynamodb:BatchGetItem",
     }
+    assert ("scheduler:CreateSchedule", frozenset({"RunSchedules"})) in granted
+    assert ("iam:PassRole", frozenset({"RunSchedulerRole"})) in granted
+    assert ("dynamodb:BatchGetItem", frozenset({"ExecutionsTable"})) in granted
     assert ("dynamodb:BatchWriteItem", frozenset({"ExecutionsTable"})) in granted
     assert ("dynamodb:UpdateItem", frozenset({"IdempotencyTable"})) in granted
     assert ("dynamodb:UpdateItem", frozenset({"ExecutionsTable"})) not in granted

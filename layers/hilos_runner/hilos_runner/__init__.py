@@ -26,6 +26,8 @@ Services (logic)
 - ``intake``: API requests as commands, and dry runs.
 - ``completion_events``: the EventBridge events of finished runs and bulk runs.
 - ``lease``: one holder at a time for a job (the status sync's pass).
+- ``scheduling``: runs with a ``start_at``: recorded SCHEDULED, started by a one-time EventBridge Scheduler schedule
+  through the guarded path, canceled before their time (``ScheduleClient`` is its data access).
 
 Contracts and input
 - ``models``: Hilos' request and response models, and the run options and key pattern every entry shares.

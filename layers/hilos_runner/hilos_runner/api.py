@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from hilos_runner import errors
 from hilos_runner.contacts_input import BULK_MEDIA_TYPES, content_type_essence
 from hilos_runner.errors import HilosRunnerError, validation_details
+from hilos_runner.execution_records import RunStatus
 from hilos_runner.json_input import MAX_INTEGER
 from hilos_runner.observability import logger
 from hilos_runner.settings import Settings
@@ -57,6 +58,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.HilosRunnerError], int], ...] = (
     (errors.IdempotencyKeyReusedError, 422),
     (errors.IdempotencyInProgressError, 409),
     (errors.RunNotFinishedError, 409),
+    (errors.RunNotCancelableError, 409),
     (errors.NotFoundError, 404),
     (errors.HilosRejectedError, 422),
     (errors.FlowNotFoundError, 404),
@@ -129,8 +131,11 @@ def answer(
 
 def run_answer(result: "RunResult") -> Response:
     """The answer to a request that started a run (a new one, or a retry): 201 once Hilos accepted it, 504 while
-    its outcome is unknown (reconciliation settles it), 502 when a repeated key's run was settled as never started."""
+    its outcome is unknown (reconciliation settles it), 502 when a repeated key's run was settled as never started;
+    202 for a run recorded to start later (start_at)."""
     record = result.run
+    if record.status is RunStatus.SCHEDULED or record.canceled_at is not None:  # start_at: hilos_runner.scheduling
+        return json_response(202, result.model_dump_json(), {"Location": f"/runs/{record.run_id}"})
     if record.status.started:
         return json_response(201, result.model_dump_json(), {"Location": f"/runs/{record.run_id}"})
     if record.awaits_reconcile:  # sent, no answer yet: reconciliation settles it from Hilos' records
@@ -196,6 +201,8 @@ def error_responses(*statuses: int) -> dict[int, Any]:
 _BODY_RULES = {
     "/runs": ("max_body_bytes", (JSON_CONTENT_TYPE,)),
     "/bulk-runs": ("bulk_max_body_bytes", tuple(BULK_MEDIA_TYPES)),
+    # A multipart type without a boundary made Powertools' body parser raise (500; found by schemathesis).
+    "/retries": ("max_body_bytes", (JSON_CONTENT_TYPE,)),
 }
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

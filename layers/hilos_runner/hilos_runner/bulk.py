@@ -19,9 +19,10 @@ bulk run's view, its record and every listing say the same.
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -35,6 +36,9 @@ from hilos_runner.messages import BulkRunRequest, QueuedRun
 from hilos_runner.models import IDEMPOTENCY_KEY_PATTERN, run_options_json
 from hilos_runner.observability import logger
 from hilos_runner.queue_sender import QueueSender
+
+if TYPE_CHECKING:
+    from hilos_runner.scheduling import RunScheduler
 
 _BULK_ID_NAMESPACE = UUID("6f0b1c9e-3d0a-4f7e-9a51-2a7c4c1d8e3b")
 _NOT_QUEUED_PREFIX = "not queued: "
@@ -115,6 +119,7 @@ class BulkRunService:
     store: ExecutionStore
     sender: QueueSender
     chunk_size: int
+    scheduler: "Callable[[], RunScheduler] | None" = None  # start_at: hilos_runner.scheduling
 
     def submit(self, command: BulkCommand) -> BulkAccepted:
         request = command.request
@@ -128,14 +133,22 @@ class BulkRunService:
             duplicates_removed=request.duplicates_removed,
         )
         parent = self.store.get(bulk_id) if command.idempotency_key else None
+        # start_at: every chunk recorded SCHEDULED with the body it will send, and one schedule queues them then.
+        scheduler = self.scheduler() if self.scheduler and request.start_at else None
         if parent is None:
             pending = messages
-            self.store.put_many([_chunk_record(command.flow_id, message) for message in messages])
+            if scheduler:
+                scheduler.record_chunks(command.flow_id, messages)
+            else:
+                self.store.put_many([_chunk_record(command.flow_id, message) for message in messages])
             # Last: a parent has all its chunks.
-            parent_record = _parent_record(command, bulk_id, len(messages))
-            self.store.put(parent_record, options=run_options_json(command.request).encode())
+            parent = _parent_record(command, bulk_id, len(messages))
+            self.store.put(parent, options=run_options_json(command.request).encode())
         else:
-            pending = self._resumable(parent, messages)
+            pending = [] if scheduler else self._resumable(parent, messages)
+        if scheduler:
+            scheduler.trigger_bulk(parent)
+            return accepted
         failed = self.sender.send([message.body() for message in pending])
         if failed:
             self._record_not_queued(command.flow_id, [pending[index] for index in failed], failed)
@@ -251,9 +264,12 @@ class Followed(NamedTuple):
 def bulk_progress(parent: ExecutionRecord, chunks: list[ExecutionRecord]) -> tuple[RunStatus, ExecutionCounters]:
     """A bulk run's status and Hilos' contact counters summed over its chunks."""
     counters = sum((chunk.counters for chunk in chunks if chunk.counters), ExecutionCounters())
+    if parent.status is RunStatus.SCHEDULED or parent.canceled_at is not None:
+        return parent.status, counters  # not started yet, or canceled before: hilos_runner.scheduling moves it
     statuses = {chunk.status for chunk in chunks}
     if len(chunks) < (parent.num_chunks or 0) or not statuses <= _CHUNK_DONE:
-        nothing_sent = statuses <= {RunStatus.QUEUED} and not any(chunk.attempts for chunk in chunks)
+        waiting = {RunStatus.QUEUED, RunStatus.SCHEDULED}  # a started scheduled bulk run's chunks on their way
+        nothing_sent = statuses <= waiting and not any(chunk.attempts for chunk in chunks)
         return (RunStatus.QUEUED if nothing_sent else RunStatus.IN_PROGRESS), counters
     if statuses == {RunStatus.COMPLETED} and not (counters.failed or counters.expired or counters.canceled):
         return RunStatus.COMPLETED, counters
@@ -287,11 +303,14 @@ def _chunk_record(flow_id: UUID, message: QueuedRun, **more: Any) -> ExecutionRe
 
 
 def _parent_record(command: BulkCommand, bulk_id: UUID, num_chunks: int) -> ExecutionRecord:
+    start_at = command.request.start_at
     return ExecutionRecord(
         run_id=bulk_id,
         flow_id=command.flow_id,
         source=RunSource.API,
-        status=RunStatus.QUEUED,
+        status=RunStatus.SCHEDULED if start_at else RunStatus.QUEUED,
+        start_at=start_at,
+        next_sync_at=start_at,  # the status sync has nothing to look at before
         num_contacts=len(command.request.contact_list),
         idempotency_key=command.idempotency_key,
         num_chunks=num_chunks,

@@ -72,6 +72,8 @@ def chunk_messages(
     options: dict[str, Any] = {"flow_id": flow_id, "has_priority": request.has_priority}
     if "flow_execution_variables" in request.model_fields_set:
         options["flow_execution_variables"] = request.flow_execution_variables
+    if request.start_at is not None:
+        options["start_at"] = request.start_at
     contact_sizes = [len(contact.model_dump_json(exclude_unset=True).encode()) for contact in contacts]
     # The message around its contact list: one contact's message minus that contact's JSON.
     one = QueuedRun(contact_list=[contacts[0]], **options, **_references(bulk_id, idempotency_key_prefix, 0))

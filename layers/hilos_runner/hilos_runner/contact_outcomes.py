@@ -177,7 +177,8 @@ class ContactOutcomes:
     def _not_started(self, record: ExecutionRecord) -> list[ContactOutcome]:
         """The contacts of a run that will never start in Hilos, from the body kept for it (none while it may still
         start, or once the body has expired); kept for the record's lifetime like a finished run's."""
-        body = self._store.request_body(record.run_id) if record.status in _NOT_STARTED_RUNS else None
+        never_sent = record.status in _NOT_STARTED_RUNS or record.canceled_at is not None  # canceled before its start
+        body = self._store.request_body(record.run_id) if never_sent else None
         if body is None:
             return []
         request = FlowRunRequest.model_validate_json(body)

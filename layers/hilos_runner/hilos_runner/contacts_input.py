@@ -10,14 +10,15 @@ JSON: ``{"contact_list": [...], "has_priority": false, "flow_execution_variables
 list of contacts. CSV: a header row of contact field names, one contact per row; an empty cell means
 the field is absent. Typed columns: ``tags`` and ``default_assignees`` are ``;``-separated (tag names,
 whole numbers), ``meta`` is a JSON object, ``default_channel`` a whole number, and ``is_deleted`` /
-``overwrite_*`` are ``true`` or ``false``. ``has_priority`` and ``flow_execution_variables`` come from
-outside the file (query parameters, CLI options) for CSV and for a bare JSON list.
+``overwrite_*`` are ``true`` or ``false``. ``has_priority``, ``flow_execution_variables`` and ``start_at`` come
+from outside the file (query parameters, CLI options) for CSV and for a bare JSON list.
 """
 
 import csv
 import difflib
 import io
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -72,6 +73,7 @@ def parse_contacts(
     *,
     has_priority: bool | None = None,
     flow_execution_variables: dict[str, Any] | None = None,
+    start_at: datetime | None = None,
     location: str = "",
     max_contacts: int | None = None,
     on_duplicate: OnDuplicate = OnDuplicate.DROP,
@@ -80,7 +82,7 @@ def parse_contacts(
     with field paths under ``location`` (the API says ``body``). More than ``max_contacts`` contacts
     are refused before any is validated. Later copies of a contact's phone are dropped (noted in the
     request's ``duplicates_removed``) or, with ``on_duplicate=reject``, refused."""
-    outside = {"has_priority": has_priority, "flow_execution_variables": flow_execution_variables}
+    outside = {"has_priority": has_priority, "flow_execution_variables": flow_execution_variables, "start_at": start_at}
     outside = {name: value for name, value in outside.items() if value is not None}
     try:
         text = _text_of(data)

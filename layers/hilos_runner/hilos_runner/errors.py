@@ -44,6 +44,10 @@ class RunNotFinishedError(HilosRunnerError, code="run_not_finished"):
     """The run (or bulk run) is still going: what became of its contacts is not known yet."""
 
 
+class RunNotCancelableError(HilosRunnerError, code="run_not_cancelable"):
+    """DELETE of a run (or bulk run) that has started: only a scheduled run can be canceled, before its time."""
+
+
 class ContactsNotReadYetError(HilosRunnerError, code="contacts_not_read_yet", retryable=True):
     """A retry of a large bulk run needs more of Hilos' contact lists than one request can read: what was read is
     kept, so the same request again goes on from there."""

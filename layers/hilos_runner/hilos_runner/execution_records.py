@@ -17,6 +17,7 @@ from hilos_runner.duplicates import DuplicatesRemoved
 
 
 class RunStatus(StrEnum):
+    SCHEDULED = "SCHEDULED"  # validated and recorded, waiting for its start_at (hilos_runner.scheduling)
     QUEUED = "QUEUED"  # accepted, waiting on the queue
     SENDING = "SENDING"  # a Hilos call is in flight; if it stays here the outcome is unknown
     SUBMITTED = "SUBMITTED"  # Hilos accepted the run (201)
@@ -26,7 +27,9 @@ class RunStatus(StrEnum):
     # Set by the status sync from Hilos' execution status:
     RUNNING = "RUNNING"  # Hilos is running the flow for the contacts (or paused it)
     COMPLETED = "COMPLETED"  # Hilos finished the execution (terminal)
-    CANCELED = "CANCELED"  # the execution was canceled in Hilos (terminal)
+    # The execution was canceled in Hilos (terminal); or, with ``canceled_at`` and no Hilos execution, a scheduled run
+    # we canceled before its time (DELETE /runs/{id}): Hilos never saw it.
+    CANCELED = "CANCELED"
     # A bulk run's parent record, from its chunks (hilos_runner.bulk):
     IN_PROGRESS = "IN_PROGRESS"  # some chunk is queued, being sent, or not finished in Hilos
     COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"  # every chunk done; some not started, or contacts failed
@@ -143,6 +146,10 @@ class ExecutionRecord(BaseModel):
     retry_of: UUID | None = Field(
         default=None, description="The run (or bulk run) whose failed contacts this one was started for."
     )
+    start_at: Timestamp | None = Field(default=None, description="When a scheduled run starts (or was to start).")
+    canceled_at: Timestamp | None = Field(
+        default=None, description="When a scheduled run was canceled before it started (never sent to Hilos)."
+    )
     # Identify the run among Hilos' executions (hilos_runner.matching); kept in the table, never answered.
     contacts_digest: str | None = Field(default=None, exclude=True)
     contact_ids: list[str] | None = Field(default=None, exclude=True)
@@ -209,6 +216,8 @@ class ExecutionRecord(BaseModel):
     def awaits_sync(self) -> bool:
         """The status sync still has work on this record: a lost answer to reconcile, Hilos has not finished
         it, or its completion event is not yet published."""
+        if self.canceled_at is not None:  # canceled before it started: nothing to follow in Hilos, nothing to announce
+            return False
         if self.awaits_reconcile:
             return True
         if self.is_bulk:  # followed until every chunk is finished, then announced once

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from hilos_runner.reconcile import Reconciler
     from hilos_runner.retries import RetryService
     from hilos_runner.runs import RunService
+    from hilos_runner.scheduling import RunScheduler
     from hilos_runner.sync import StatusSync
     from hilos_runner.worker import QueuedRunWorker
 
@@ -104,7 +105,7 @@ def queue_sender() -> "QueueSender":
 def bulk_service() -> "BulkRunService":
     from hilos_runner.bulk import BulkRunService
 
-    return BulkRunService(execution_store(), queue_sender(), get_settings().bulk_chunk_size)
+    return BulkRunService(execution_store(), queue_sender(), get_settings().bulk_chunk_size, run_scheduler)
 
 
 @cached
@@ -112,7 +113,16 @@ def queued_run_worker() -> "QueuedRunWorker":
     from hilos_runner.idempotency import start_run
     from hilos_runner.worker import QueuedRunWorker
 
-    return QueuedRunWorker(get_settings(), execution_store(), queue_sender(), start_run)
+    return QueuedRunWorker(get_settings(), execution_store(), queue_sender(), start_run, run_scheduler)
+
+
+@cached
+def run_scheduler() -> "RunScheduler":
+    from hilos_runner.scheduling import RunScheduler, ScheduleClient
+
+    settings = get_settings()
+    schedules = ScheduleClient(aws_client("scheduler"), settings)
+    return RunScheduler(settings, execution_store(), run_service(), schedules, queue_sender())
 
 
 @cached

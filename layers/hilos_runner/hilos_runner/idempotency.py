@@ -88,7 +88,7 @@ def _idempotent_start() -> "Callable[..., RunResult]":
     from hilos_runner.runs import RunResult
 
     def start(command: Fingerprint, run: "RunCommand", started: "list[RunResult]") -> RunResult:
-        result = factories.run_service().start(run)
+        result = _start_or_schedule(run)
         started.append(result)  # Hilos was called: if storing the result fails, this is still the answer
         return result
 
@@ -126,6 +126,13 @@ def _idempotency_errors_as_domain_errors() -> Iterator[None]:
         raise DependencyUnavailableError("the idempotency store is unavailable") from exc
 
 
+def _start_or_schedule(command: "RunCommand") -> "RunResult":
+    """Start the run now, or, with a start_at, record it SCHEDULED and start it then (hilos_runner.scheduling)."""
+    if command.start_at is not None:
+        return factories.run_scheduler().schedule_run(command)
+    return factories.run_service().start(command)
+
+
 def start_run(command: "RunCommand") -> "RunResult":
     """Start a run; with an idempotency key, at most once per key (Powertools idempotency).
 
@@ -135,10 +142,11 @@ def start_run(command: "RunCommand") -> "RunResult":
     resolved since (reconciliation) is replaced by the record as it is now."""
     from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 
+    from hilos_runner.execution_records import RunStatus
     from hilos_runner.runs import RunResult
 
     if command.idempotency_key is None:
-        return factories.run_service().start(command)
+        return _start_or_schedule(command)
     if command.run_id is None:
         command = command.model_copy(update={"run_id": command.keyed_run_id()})
     started: list[RunResult] = []
@@ -151,7 +159,7 @@ def start_run(command: "RunCommand") -> "RunResult":
         # Hilos has been called: never answer "nothing started" now. The record holds the outcome.
         logger.warning("the idempotency store did not keep a run's answer", extra={"run_id": str(command.run_id)})
         return started[0]
-    if result.run.awaits_reconcile:
+    if result.run.awaits_reconcile or result.run.status is RunStatus.SCHEDULED:  # settled or started since
         current = factories.execution_store().get(result.run.run_id)
         if current is not None and current.updated_at > result.run.updated_at:
             return RunResult(run=current)

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -76,6 +77,11 @@ class QueuedRun(BaseModel):
         description="drop: later contacts with an earlier contact's phone (or id) are dropped and the record "
         "says which; reject: such a message is recorded REJECTED, listing them.",
     )
+    start_at: AwareDatetime | None = Field(
+        default=None,
+        description="Start at this time instead of now (RFC 3339 with an offset, at most SCHEDULE_HORIZON_DAYS ahead "
+        "of when the message was sent): the run is recorded SCHEDULED at once and started then.",
+    )
     bulk_id: UUID | None = Field(default=None, description="Set by the API: the bulk run this chunk belongs to.")
     chunk_index: int | None = Field(default=None, ge=0, description="Set by the API: position of this chunk.")
     run_id: UUID | None = Field(default=None, description="Set by the API: the chunk's execution record.")
@@ -112,6 +118,11 @@ class BulkRunRequest(BaseModel):
     has_priority: HasPriority = False
     flow_execution_variables: Annotated[dict[str, JsonValue] | None, AfterValidator(_fits_a_message)] = Field(
         default=None, description="Variables available to the flow in this execution."
+    )
+    start_at: AwareDatetime | None = Field(
+        default=None,
+        description="Start every chunk at this time instead of now (RFC 3339 with an offset, at most "
+        "SCHEDULE_HORIZON_DAYS ahead); for CSV or a bare list, the start_at query parameter.",
     )
     # Set by hilos_runner.contacts_input when it dropped repeated contacts from the list as read.
     _duplicates_removed: DuplicatesRemoved | None = PrivateAttr(default=None)

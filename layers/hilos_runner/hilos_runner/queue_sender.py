@@ -26,17 +26,22 @@ class QueueSender:
         # which runs to follow).
         self.message_ids: dict[int, str] = {}
 
-    def send(self, bodies: Sequence[str], on_sent: Callable[[int], None] | None = None) -> dict[int, str]:
-        """Send every body; returns ``{index: reason}`` for those that could not be queued.
+    def send(
+        self, bodies: Sequence[str], on_sent: Callable[[int], None] | None = None, *, delay_seconds: int = 0
+    ) -> dict[int, str]:
+        """Send every body (held back ``delay_seconds`` by SQS, at most 900); returns ``{index: reason}`` for those
+        that could not be queued.
 
         ``on_sent(n)`` is called as messages are accepted (progress bars)."""
         sizes = [len(body.encode()) for body in bodies]
         failed: dict[int, str] = {}
         for batch in pack(sizes, max_items=SQS_MAX_BATCH_ENTRIES, max_bytes=SQS_MAX_BATCH_BYTES):
-            failed.update(self._send_batch({index: bodies[index] for index in batch}, on_sent))
+            failed.update(self._send_batch({index: bodies[index] for index in batch}, on_sent, delay_seconds))
         return failed
 
-    def _send_batch(self, pending: dict[int, str], on_sent: Callable[[int], None] | None) -> dict[int, str]:
+    def _send_batch(
+        self, pending: dict[int, str], on_sent: Callable[[int], None] | None, delay_seconds: int
+    ) -> dict[int, str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         permanent: dict[int, str] = {}  # SQS blamed the message itself: resending cannot help
@@ -44,7 +49,10 @@ class QueueSender:
         for attempt in range(self._attempts):
             if attempt:
                 time.sleep(_BACKOFF_SECONDS * 2 ** (attempt - 1))
-            entries = [{"Id": str(index), "MessageBody": body} for index, body in pending.items()]
+            entries = [
+                {"Id": str(index), "MessageBody": body, **({"DelaySeconds": delay_seconds} if delay_seconds else {})}
+                for index, body in pending.items()
+            ]
             try:
                 answer = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
             except (ClientError, BotoCoreError) as exc:

@@ -55,6 +55,7 @@ class RunCommand(BaseModel):
     retry_of: UUID | None = None  # the run whose failed contacts this run is for (hilos_runner.retries)
     attempt: int = 1
     duplicates_removed: DuplicatesRemoved | None = None  # kept on the record (hilos_runner.duplicates)
+    start_at: datetime | None = None  # set: recorded SCHEDULED now, started then (hilos_runner.scheduling)
     _digest: str | None = PrivateAttr(default=None)
 
     def keyed_run_id(self) -> UUID:
@@ -64,7 +65,9 @@ class RunCommand(BaseModel):
     def digest(self) -> str:
         """SHA-256 of the body Hilos gets: a run's identity next to its key."""
         if self._digest is None:
-            self._digest = hashlib.sha256(self.request.hilos_body()).hexdigest()
+            # A start time is part of what was asked: the same key with another start_at is another request.
+            when = f"\nstart_at={self.start_at.timestamp()}".encode() if self.start_at else b""
+            self._digest = hashlib.sha256(self.request.hilos_body() + when).hexdigest()
         return self._digest
 
 
@@ -100,33 +103,46 @@ class RunService:
         existing = self._store.get(command.run_id) if command.run_id else None
         if existing is not None and (existing.status in _MAYBE_SENT or existing.awaits_reconcile):
             return self._not_resent(existing)
-        digest, contact_ids = run_contacts_digest(command.request.contact_list)
         now = utc_now()
-        record = ExecutionRecord(
-            flow_id=command.flow_id,
-            source=command.source,
+        record = self.new_record(
+            command,
             status=RunStatus.SENDING,
-            num_contacts=len(command.request.contact_list),
-            idempotency_key=command.idempotency_key,
-            parent_id=command.parent_id,
-            chunk_index=command.chunk_index,
             attempts=command.attempt,
             sent_at=now,
             next_sync_at=self._past_call_budget(now),
-            contacts_digest=digest,
-            contact_ids=contact_ids or None,
-            duplicates_removed=command.duplicates_removed.for_record() if command.duplicates_removed else None,
-            retry_of=command.retry_of,
             updated_at=now,
-            **({"run_id": command.run_id} if command.run_id else {}),
             created_at=existing.created_at if existing else now,
         )
         # Fails before anything is sent: the caller may simply retry.
-        keep = timedelta(hours=self._settings.request_body_ttl_hours)
-        self._store.put_with_request(
-            record, command.request.hilos_body(), keep, options=command.request.options_json().encode()
-        )
+        self.keep(record, command, timedelta(hours=self._settings.request_body_ttl_hours))
         return self._send(record, command.request)
+
+    def new_record(self, command: RunCommand, **fields: object) -> ExecutionRecord:
+        """The record of ``command``'s run with ``fields`` (status, times), identified among Hilos' executions by its
+        contacts' digest so that reconciliation can find it."""
+        digest, contact_ids = run_contacts_digest(command.request.contact_list)
+        return ExecutionRecord.model_validate(
+            {
+                "flow_id": command.flow_id,
+                "source": command.source,
+                "num_contacts": len(command.request.contact_list),
+                "idempotency_key": command.idempotency_key,
+                "parent_id": command.parent_id,
+                "chunk_index": command.chunk_index,
+                "contacts_digest": digest,
+                "contact_ids": contact_ids or None,
+                "duplicates_removed": command.duplicates_removed.for_record() if command.duplicates_removed else None,
+                "retry_of": command.retry_of,
+                **({"run_id": command.run_id} if command.run_id else {}),
+                **fields,
+            }
+        )
+
+    def keep(self, record: ExecutionRecord, command: RunCommand, body_for: timedelta) -> None:
+        """Write ``record`` with the body Hilos is to get (kept ``body_for``, for reconciliation or a later start)
+        and the run's options (kept for its lifetime, for retries of its contacts)."""
+        request = command.request
+        self._store.put_with_request(record, request.hilos_body(), body_for, options=request.options_json().encode())
 
     def resend(self, seen: ExecutionRecord, request: FlowRunRequest, **noted: object) -> RunResult | None:
         """Send a run again that Hilos shows never started (reconciliation), through the same guarded path:
@@ -134,21 +150,32 @@ class RunService:
         ``seen``), then the call. None when the record changed meanwhile (someone else is on it). A failure
         that leaves the run surely not started and worth retrying puts it back to QUEUED for the next pass
         instead of raising."""
+        changes = {**noted, "resends": seen.resends + 1, "resolution": Resolution.RESENT}
+        return self._send_if_unchanged(seen, request, changes, resending=True)
+
+    def start_scheduled(self, seen: ExecutionRecord, request: FlowRunRequest, attempt: int) -> RunResult | None:
+        """Start a SCHEDULED run at its time (hilos_runner.scheduling), through the same guarded path: SENDING first,
+        conditional on the record still being ``seen`` (a cancel, or another delivery of its start message, may have
+        moved it on: then None, and nothing is sent), then the call."""
+        return self._send_if_unchanged(seen, request, {"attempts": attempt})
+
+    def _send_if_unchanged(
+        self, seen: ExecutionRecord, request: FlowRunRequest, changes: dict[str, object], *, resending: bool = False
+    ) -> RunResult | None:
         now = utc_now()
         sending = seen.changed(
             at=now,
-            **noted,
+            **changes,
             status=RunStatus.SENDING,
             sent_at=now,
-            resends=seen.resends + 1,
-            resolution=Resolution.RESENT,
             next_sync_at=self._past_call_budget(now),
             last_error=None,
         )
         if not self._store.replace_if_unchanged(sending, seen):
             return None
-        metrics.add_metric(name="RunsResent", unit=MetricUnit.Count, value=1)
-        return self._send(sending, request, resending=True)
+        if resending:
+            metrics.add_metric(name="RunsResent", unit=MetricUnit.Count, value=1)
+        return self._send(sending, request, resending=resending)
 
     def _send(self, record: ExecutionRecord, request: FlowRunRequest, *, resending: bool = False) -> RunResult:
         try:

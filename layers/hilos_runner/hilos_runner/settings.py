@@ -212,6 +212,37 @@ class Settings(BaseModel):
         description='EventBridge bus that receives the "Hilos Run Finished" events.',
     )
 
+    # Scheduled runs (hilos_runner.scheduling, docs/scheduling.md).
+    schedule_group_name: str = Field(
+        default="",
+        description="EventBridge Scheduler group of the one-time schedules that start scheduled runs.",
+    )
+    scheduler_role_arn: str = Field(
+        default="",
+        description="Role EventBridge Scheduler assumes for a start message (it may send to the runs queue only).",
+    )
+    runs_queue_arn: str = Field(default="", description="ARN of the runs queue: the schedules' target.")
+    schedule_horizon_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description="How far ahead `start_at` may be (never beyond `RECORD_TTL_DAYS`: a record outlives its start).",
+    )
+    schedule_past_tolerance_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="A `start_at` up to this far in the past is still taken (a caller's clock a little behind ours): "
+        "the run starts at once; further back is a 422.",
+    )
+    schedule_min_lead_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=900,
+        description="EventBridge Scheduler fires within the minute of its time: a run due sooner than this goes "
+        "straight onto the runs queue, held back by SQS (`DelaySeconds`), instead of a schedule (`make dev`: 0).",
+    )
+
     @field_validator("hilos_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -22,7 +22,8 @@ and raises ``RecordRetry`` when it must come back (reported in ``batchItemFailur
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -42,7 +43,7 @@ from hilos_runner.errors import (
     InvalidRequestError,
     validation_details,
 )
-from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus
+from hilos_runner.execution_records import ExecutionRecord, RunSource, RunStatus, utc_now
 from hilos_runner.execution_store import ExecutionStore
 from hilos_runner.messages import QueuedRun
 from hilos_runner.models import Contact
@@ -50,6 +51,9 @@ from hilos_runner.observability import log_keys, logger, metrics
 from hilos_runner.queue_sender import QueueSender
 from hilos_runner.runs import RunCommand, RunResult, status_after, worth_retrying
 from hilos_runner.settings import Deadline, Settings, has_time_for
+
+if TYPE_CHECKING:
+    from hilos_runner.scheduling import RunScheduler
 
 # Run ids of queued runs are derived from the SQS message id, so every delivery of a message finds
 # the records of the earlier ones.
@@ -91,11 +95,13 @@ class QueuedRunWorker:
         store: ExecutionStore,
         queue: QueueSender,
         start: Callable[[RunCommand], RunResult],  # idempotency.start_run: idempotent per key
+        scheduler: "Callable[[], RunScheduler] | None" = None,  # start_at: hilos_runner.scheduling (built on first use)
     ) -> None:
         self._settings = settings
         self._store = store
         self._queue = queue
         self._start = start
+        self._scheduler = scheduler
 
     def process(self, record: SQSRecord, deadline: Deadline) -> dict[str, Any]:
         # The message id is the correlation id of every log line written for this record.
@@ -108,10 +114,14 @@ class QueuedRunWorker:
             document: Any = None
             try:
                 document = json_input.loads(record.body, location="")
+                if self._scheduler is not None and _is_start_message(document):
+                    return self._start_scheduled(document, record, deadline, attempt)
                 message = QueuedRun.model_validate(document)
                 contacts, duplicates = without_duplicates(
                     message.contact_list, message.on_duplicate, lambda index: f"contact_list.{index}"
                 )
+                if message.start_at is not None:
+                    self._check_start_at(message.start_at, record)
             except ValidationError as error:
                 details = validation_details(error.errors(include_url=False, include_input=False))
                 return self._reject_message(record, details, attempt, document)
@@ -125,7 +135,7 @@ class QueuedRunWorker:
             if not error.retryable:
                 raise
             # Bookkeeping outside a run (DynamoDB throttled while recording): the record comes back.
-            later = RecordRetry(error.message, self._delay_seconds(error, attempt))
+            later = RecordRetry(error.message, self.delay_seconds(error, attempt))
             self._come_back_later(record, later, attempt)
             raise later from error
         except Exception:
@@ -157,29 +167,22 @@ class QueuedRunWorker:
         contacts: list[Contact],
         duplicates: DuplicatesRemoved | None,
     ) -> dict[str, Any]:
+        parts = self._parts(message, contacts, record.message_id)
+        if message.start_at is not None and self._scheduler is not None:
+            return self._schedule(message, parts, record, attempt, duplicates)
         runs = []
-        for part in self._parts(message, contacts, record.message_id):
+        for part in parts:
             if not has_time_for(deadline, self._settings.hilos_call_budget_seconds):
                 metrics.add_metric(name="RecordsHeldBack", unit=MetricUnit.Count, value=1)
                 raise RecordRetry("not enough time left in this invocation for another Hilos call", 0)
-            command = RunCommand(
-                flow_id=message.flow_id,
-                request=message.run_request(part.contacts),
-                source=RunSource.QUEUE,
-                idempotency_key=part.key,
-                run_id=part.run_id,
-                parent_id=part.parent_id,
-                chunk_index=part.chunk_index,
-                attempt=attempt,
-                duplicates_removed=duplicates,
-            )
+            command = self._command(message, part, attempt, duplicates)
             try:
                 result: RunResult = self._start(command)
                 status = result.run.status
             except HilosRunnerError as error:
                 if worth_retrying(error):
-                    self._note_retry(part.run_id, error, attempt)
-                    raise RecordRetry(error.message, self._delay_seconds(error, attempt)) from error
+                    self.note_retry(part.run_id, error, attempt)
+                    raise RecordRetry(error.message, self.delay_seconds(error, attempt)) from error
                 if isinstance(error, IdempotencyKeyReusedError):
                     self._record_key_reused(message, part, attempt)
                 status = status_after(error) if error.run_id else RunStatus.REJECTED
@@ -187,6 +190,58 @@ class QueuedRunWorker:
             runs.append({"run_id": str(part.run_id), "chunk_index": part.chunk_index, "status": status})
         logger.info("record processed", extra={"message_id": record.message_id, "runs": runs})
         return {"message_id": record.message_id, "runs": runs}
+
+    def _command(
+        self, message: QueuedRun, part: _Part, attempt: int, duplicates: DuplicatesRemoved | None
+    ) -> RunCommand:
+        return RunCommand(
+            flow_id=message.flow_id,
+            request=message.run_request(part.contacts),
+            source=RunSource.QUEUE,
+            idempotency_key=part.key,
+            run_id=part.run_id,
+            parent_id=part.parent_id,
+            chunk_index=part.chunk_index,
+            attempt=attempt,
+            duplicates_removed=duplicates,
+            start_at=message.start_at,
+        )
+
+    # -- scheduled runs (hilos_runner.scheduling) ----------------------------------------------------------------
+    def _check_start_at(self, start_at: datetime, record: SQSRecord) -> None:
+        """A message's start_at is judged as of when the producer sent it: a message that waited on the queue is
+        not refused for that."""
+        from hilos_runner.scheduling import check_start_at
+
+        sent_ms = record.attributes.sent_timestamp
+        sent = datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else utc_now()
+        check_start_at(start_at, self._settings, field="start_at", now=sent)
+
+    def _schedule(
+        self,
+        message: QueuedRun,
+        parts: list[_Part],
+        record: SQSRecord,
+        attempt: int,
+        duplicates: DuplicatesRemoved | None,
+    ) -> dict[str, Any]:
+        """A queued message with start_at: its parts recorded SCHEDULED, started together at that time."""
+        assert self._scheduler is not None
+        commands = [self._command(message, part, attempt, duplicates) for part in parts]
+        scheduled = self._scheduler().schedule_parts(commands, record.message_id)
+        runs = [{"run_id": str(run.run_id), "chunk_index": run.chunk_index, "status": run.status} for run in scheduled]
+        logger.info("record scheduled", extra={"message_id": record.message_id, "runs": runs})
+        return {"message_id": record.message_id, "runs": runs}
+
+    def _start_scheduled(self, document: Any, record: SQSRecord, deadline: Deadline, attempt: int) -> dict[str, Any]:
+        from hilos_runner.scheduling import StartMessage
+
+        assert self._scheduler is not None
+        return self._scheduler().process_start(StartMessage.model_validate(document), record, deadline, attempt, self)
+
+    def retry_later(self, reason: str, delay_seconds: int) -> RecordRetry:
+        """The exception that sends the record back to the queue, visible again in ``delay_seconds``."""
+        return RecordRetry(reason, delay_seconds)
 
     def _parts(self, message: QueuedRun, contacts: list[Contact], message_id: str) -> list[_Part]:
         key = message.idempotency_key or f"sqs-{message_id}"
@@ -200,7 +255,7 @@ class QueuedRunWorker:
             for index, contacts in enumerate(chunks)
         ]
 
-    def _delay_seconds(self, error: HilosRunnerError, attempt: int) -> int:
+    def delay_seconds(self, error: HilosRunnerError, attempt: int) -> int:
         cap = self._settings.retry_after_max_seconds
         if isinstance(error, HilosAuthError | ConfigurationError):
             return cap  # an operator has to act; do not hammer Hilos with a refused token meanwhile
@@ -210,8 +265,11 @@ class QueuedRunWorker:
             return min(cap, math.ceil(error.retry_after))
         return min(cap, self._settings.retry_base_delay_seconds * 2 ** (attempt - 1))
 
-    def _note_retry(self, run_id: UUID, error: HilosRunnerError, attempt: int) -> None:
-        """Show the run as waiting on the queue again (or FAILED for good on the last attempt)."""
+    def note_retry(
+        self, run_id: UUID, error: HilosRunnerError, attempt: int, *, back_to: RunStatus = RunStatus.QUEUED
+    ) -> None:
+        """Show the run as ``back_to`` again (QUEUED on the queue, or SCHEDULED for a scheduled run's start message),
+        or FAILED for good on the last attempt."""
         if error.run_id is None:
             return  # nothing was recorded for this attempt (it failed before the record was written)
         last = attempt >= self._settings.max_receive_count
@@ -221,7 +279,7 @@ class QueuedRunWorker:
                 return
             then = "no more retries; the message goes to the dead-letter queue" if last else "it will be retried"
             waiting = record.changed(
-                status=RunStatus.FAILED if last else RunStatus.QUEUED,
+                status=RunStatus.FAILED if last else back_to,
                 last_error=f"{error.message} (attempt {attempt} of {self._settings.max_receive_count}; {then})",
             )
             # Conditional: another delivery of the same message may have SUBMITTED it since we read it.
@@ -260,6 +318,11 @@ class QueuedRunWorker:
             extra={"message_id": record.message_id, "run_id": str(run_id), "reason": problems[:_MAX_REJECTION_TEXT]},
         )
         return {"message_id": record.message_id, "runs": [{"run_id": str(run_id), "status": RunStatus.REJECTED}]}
+
+
+def _is_start_message(document: Any) -> bool:
+    """A scheduled run's start message (hilos_runner.scheduling.StartMessage), not a QueuedRun."""
+    return isinstance(document, dict) and "scheduled_runs" in document
 
 
 def _salvage(document: Any) -> tuple[UUID, int]:
