@@ -1,5 +1,5 @@
-"""The README's five-minute tour is executable documentation: its bash blocks, exactly as written, run in order in one
-bash against a fresh local stack (as `RECONCILE_GRACE_SECONDS=5 make dev` starts it, on free ports) over real
+"""The five-minute tour (the README's steps 1-4, docs/tour.md's 5-9) is executable documentation: its bash
+blocks, exactly as written, run in order in one bash against a fresh local stack (as `RECONCILE_GRACE_SECONDS=5 make dev` starts it, on free ports) over real
 sockets, with no AWS variable set, and each block must show the lines the README marks ``#   `` (``…`` stands for
 an id), in that order, among what it prints."""
 
@@ -24,12 +24,12 @@ TOUR_TIMEOUT_SECONDS = 420  # the tour waits on a handful of sync ticks and one 
 _BLOCK = re.compile(r"^( *)```bash\n(.*?)^\1```", re.M | re.S)
 
 
-def tour_blocks(readme: str) -> list[str]:
-    """The bash blocks of the README's tour section, dedented."""
+def tour_blocks(readme: str, continued: str) -> list[str]:
+    """The bash blocks of the README's tour section, then those of docs/tour.md, dedented."""
     start = readme.index(TOUR_HEADING)
     end = readme.find("\n## ", start + len(TOUR_HEADING))
     section = readme[start : end if end != -1 else len(readme)]
-    return [textwrap.dedent(match.group(2)) for match in _BLOCK.finditer(section)]
+    return [textwrap.dedent(match.group(2)) for match in _BLOCK.finditer(section + "\n" + continued)]
 
 
 def expected_lines(block: str) -> list[str]:
@@ -61,7 +61,7 @@ def stack(checkout: Path) -> Iterator[RunningStack]:
 
 
 def test_every_block_of_the_tour_shows_what_the_readme_says(stack: RunningStack, checkout: Path):
-    blocks = tour_blocks((REPO_ROOT / "README.md").read_text())
+    blocks = tour_blocks((REPO_ROOT / "README.md").read_text(), (REPO_ROOT / "docs" / "tour.md").read_text())
     assert len(blocks) == 9, "the tour has 9 steps, each with its block"
     assert sum(len(expected_lines(block)) for block in blocks) >= 15, "the tour shows what its commands print"
     script = ["set -euo pipefail"]
