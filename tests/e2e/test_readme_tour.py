@@ -1,7 +1,7 @@
 """The five-minute tour (the README's steps 1-4, docs/tour.md's 5-9) is executable documentation: its bash
-blocks, exactly as written, run in order in one bash against a fresh local stack (as `RECONCILE_GRACE_SECONDS=5 make dev` starts it, on free ports) over real
-sockets, with no AWS variable set, and each block must show the lines the README marks ``#   `` (``…`` stands for
-an id), in that order, among what it prints."""
+blocks, exactly as written, run in order in one bash against a fresh local stack (as `RECONCILE_GRACE_SECONDS=5
+make dev` starts it, on free ports) over real sockets, with no AWS variable set, and each block must show the lines
+the docs mark ``#   `` (``…`` stands for an id), in that order, among what it prints."""
 
 import os
 import re
