@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,8 @@ def create_stack_resources(
     _create_secrets(session, stack, hilos_token)
     _create_queues(session, stack)
     _create_tables(session, stack)
-    _create_event_buses(session, stack)
-    _create_schedule_groups(session, stack)
+    _create_named(session, stack, "AWS::Events::EventBus", "events", ensure_event_bus)
+    _create_named(session, stack, "AWS::Scheduler::ScheduleGroup", "scheduler", ensure_schedule_group)
     _name_roles(stack)
     return stack
 
@@ -105,31 +106,29 @@ def _create_tables(session: Any, stack: StackResources) -> None:
         stack.attributes[(logical_id, "Arn")] = arn
 
 
-def _create_event_buses(session: Any, stack: StackResources) -> None:
-    buses = stack.resources_of_type("AWS::Events::EventBus")
-    if not buses:
+def _create_named(
+    session: Any, stack: StackResources, resource_type: str, service: str, ensure: Callable[[Any, str], str]
+) -> None:
+    """Resources known by their ``Name`` property (event buses, schedule groups): ``ensure`` creates each one unless
+    it is there and returns its ARN; ``!Ref`` and ``!GetAtt .Name`` give the name."""
+    resources = stack.resources_of_type(resource_type)
+    if not resources:
         return
-    client = session.client("events")
-    for logical_id, resource in buses.items():
+    client = session.client(service)
+    for logical_id, resource in resources.items():
         name = str(stack.resolve(resource["Properties"]["Name"]))
         stack.physical_ids[logical_id] = name
         stack.attributes[(logical_id, "Name")] = name
-        stack.attributes[(logical_id, "Arn")] = ensure_event_bus(client, name)
+        stack.attributes[(logical_id, "Arn")] = ensure(client, name)
 
 
-def _create_schedule_groups(session: Any, stack: StackResources) -> None:
-    groups = stack.resources_of_type("AWS::Scheduler::ScheduleGroup")
-    if not groups:
-        return
-    client = session.client("scheduler")
-    for logical_id, resource in groups.items():
-        name = str(stack.resolve(resource["Properties"]["Name"]))
-        try:  # looked up first: moto's create would replace an existing group, and its schedules with it
-            arn = client.get_schedule_group(Name=name)["Arn"]
-        except client.exceptions.ResourceNotFoundException:
-            arn = client.create_schedule_group(Name=name)["ScheduleGroupArn"]
-        stack.physical_ids[logical_id] = name
-        stack.attributes[(logical_id, "Arn")] = arn
+def ensure_schedule_group(client: Any, name: str) -> str:
+    """The schedule group's ARN, created if missing (looked up first: moto's create would replace an existing group,
+    and its schedules with it)."""
+    try:
+        return str(client.get_schedule_group(Name=name)["Arn"])
+    except client.exceptions.ResourceNotFoundException:
+        return str(client.create_schedule_group(Name=name)["ScheduleGroupArn"])
 
 
 def _name_roles(stack: StackResources) -> None:
